@@ -1,0 +1,81 @@
+//! A small demo HTTP backend for Switchyard.
+//!
+//! It answers every path with a short JSON body naming itself, plus an `x-backend` header, so
+//! a client can tell which backend served it. Its latency, error rate and health can be set at
+//! start and changed at run time through `GET|PUT /_control`, so tests and experiments can
+//! make a backend slow, failing or unhealthy mid-run.
+//!
+//! The crate is a library first: the proxy's demo mode and the end-to-end tests start
+//! backends in-process with [`spawn`], and [`RunningBackend::kill`] drops every open
+//! connection at once, the way a crashed process would.
+#![forbid(unsafe_code)]
+
+mod control;
+mod server;
+
+pub use control::{Behaviour, BehaviourPatch};
+pub use server::{router, spawn, RunningBackend};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Shared state of one demo backend: its name, its current behaviour and what it served.
+#[derive(Debug)]
+pub struct BackendState {
+    name: String,
+    hostname: String,
+    behaviour: RwLock<Behaviour>,
+    requests_served: AtomicU64,
+    health_checks_served: AtomicU64,
+}
+
+impl BackendState {
+    /// A backend called `name` that starts with `behaviour`.
+    pub fn new(name: impl Into<String>, behaviour: Behaviour) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            hostname: read_hostname(),
+            behaviour: RwLock::new(behaviour),
+            requests_served: AtomicU64::new(0),
+            health_checks_served: AtomicU64::new(0),
+        })
+    }
+
+    /// The name this backend reports in `x-backend` and in its body.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A copy of the current behaviour.
+    pub fn behaviour(&self) -> Behaviour {
+        self.behaviour
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Change the behaviour; fields absent from `patch` keep their value.
+    pub fn apply(&self, patch: &BehaviourPatch) -> Result<Behaviour, String> {
+        let mut guard = self.behaviour.write().unwrap_or_else(|p| p.into_inner());
+        let updated = guard.patched(patch)?;
+        *guard = updated.clone();
+        Ok(updated)
+    }
+
+    /// Requests answered on paths other than the health and control paths.
+    pub fn requests_served(&self) -> u64 {
+        self.requests_served.load(Ordering::Relaxed)
+    }
+
+    /// Health-check requests answered.
+    pub fn health_checks_served(&self) -> u64 {
+        self.health_checks_served.load(Ordering::Relaxed)
+    }
+}
+
+fn read_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
+}

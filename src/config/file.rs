@@ -1,0 +1,252 @@
+//! The configuration file as the user writes it: serde structs that mirror the YAML.
+//!
+//! Pingora's own server keys live at the top level beside ours. Pingora ignores unknown keys,
+//! so a typo there would pass silently; we list Pingora's keys here and deny everything else,
+//! which makes a misspelt key an error that names the key and its line.
+
+use std::time::Duration;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+/// The whole YAML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    // ---- Pingora's `ServerConf` keys (read by Pingora itself) ----
+    pub version: Option<IgnoredAny>,
+    pub daemon: Option<IgnoredAny>,
+    pub error_log: Option<IgnoredAny>,
+    pub pid_file: Option<IgnoredAny>,
+    pub upgrade_sock: Option<IgnoredAny>,
+    pub user: Option<IgnoredAny>,
+    pub group: Option<IgnoredAny>,
+    pub working_directory: Option<IgnoredAny>,
+    pub threads: Option<IgnoredAny>,
+    pub listener_tasks_per_fd: Option<IgnoredAny>,
+    pub work_stealing: Option<IgnoredAny>,
+    pub runtime_enable_alt_timer: Option<IgnoredAny>,
+    pub ca_file: Option<IgnoredAny>,
+    pub grace_period_seconds: Option<IgnoredAny>,
+    pub graceful_shutdown_timeout_seconds: Option<IgnoredAny>,
+    pub client_bind_to_ipv4: Option<IgnoredAny>,
+    pub client_bind_to_ipv6: Option<IgnoredAny>,
+    pub upstream_keepalive_pool_size: Option<IgnoredAny>,
+    pub upstream_connect_offload_threadpools: Option<IgnoredAny>,
+    pub upstream_connect_offload_thread_per_pool: Option<IgnoredAny>,
+    pub downstream_tls_offload_threadpools: Option<IgnoredAny>,
+    pub downstream_tls_offload_thread_per_pool: Option<IgnoredAny>,
+    pub upstream_debug_ssl_keylog: Option<IgnoredAny>,
+    pub max_retries: Option<IgnoredAny>,
+    pub upgrade_sock_connect_accept_max_retries: Option<IgnoredAny>,
+    pub max_blocking_threads: Option<IgnoredAny>,
+    pub blocking_threads_ttl_seconds: Option<IgnoredAny>,
+    pub fast_timeout_to_tokio_threshold_seconds: Option<IgnoredAny>,
+    pub runtime_metrics_poll_time_histogram: Option<IgnoredAny>,
+    pub runtime_metrics_poll_time_histogram_scale: Option<IgnoredAny>,
+    pub runtime_metrics_poll_time_histogram_resolution_micros: Option<IgnoredAny>,
+    pub runtime_metrics_poll_time_histogram_buckets: Option<IgnoredAny>,
+    pub daemon_wait_for_ready: Option<IgnoredAny>,
+    pub daemon_ready_timeout_seconds: Option<IgnoredAny>,
+    pub daemon_notify_timeout_seconds: Option<IgnoredAny>,
+
+    // ---- Switchyard's keys ----
+    /// Where the proxy accepts client traffic.
+    #[serde(default)]
+    pub listeners: Vec<ListenerFile>,
+    /// Named pools of backends.
+    #[serde(default)]
+    pub target_groups: Vec<TargetGroupFile>,
+    /// Ordered routing rules; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    /// Group for requests that match no route; without it they get 404.
+    pub default_target_group: Option<String>,
+    /// Proxy-wide behaviour.
+    #[serde(default)]
+    pub proxy: ProxyFile,
+}
+
+/// One listening socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::1]:8080`.
+    pub address: String,
+}
+
+/// Proxy-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Add `x-switchyard-backend` and `x-switchyard-decision` to responses (default false).
+    #[serde(default)]
+    pub decision_headers: bool,
+    /// Write one access-log line per request through the `log` crate (default true).
+    pub access_log: Option<bool>,
+    /// Value of the `Via` header added upstream and downstream (default `switchyard`;
+    /// empty string disables it).
+    pub via: Option<String>,
+}
+
+/// The selection strategy of a target group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyFile {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    Sticky,
+    Adaptive,
+    P2c,
+    Fastest,
+}
+
+/// A named pool of backends and how to choose among them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroupFile {
+    pub name: String,
+    #[serde(default)]
+    pub strategy: StrategyFile,
+    #[serde(default)]
+    pub backends: Vec<BackendFile>,
+    #[serde(default)]
+    pub health_check: HealthCheckFile,
+    #[serde(default)]
+    pub passive_health: PassiveHealthFile,
+    /// Send to every backend when none is healthy (default true, as an ALB does).
+    pub fail_open: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Extra attempts on other backends after a failed one (default 2).
+    pub max_retries: Option<u32>,
+    /// Latency tracking for `adaptive`, `p2c` and `fastest`.
+    #[serde(default)]
+    pub latency: LatencyFile,
+    /// Options of the `sticky` strategy.
+    #[serde(default)]
+    pub sticky: StickyFile,
+}
+
+/// One backend address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    /// `ip:port`.
+    pub address: String,
+    /// Relative share of traffic (default 1).
+    pub weight: Option<u32>,
+}
+
+/// Active HTTP health check settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+    /// Host header of the probe (default: the backend address).
+    pub host: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    /// Accepted statuses, e.g. `"200-399"` or `"200,204"`.
+    pub expected_status: Option<String>,
+}
+
+/// Passive ejection of backends that fail live requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthFile {
+    pub enabled: Option<bool>,
+    /// Consecutive failed requests (connect errors, timeouts, 502/503/504) before ejection.
+    pub max_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub ejection_time: Option<Duration>,
+}
+
+/// Latency tracking settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyFile {
+    /// Peak-EWMA decay time (default 10s, as Finagle and Linkerd).
+    #[serde(default, with = "humantime_serde")]
+    pub decay: Option<Duration>,
+    /// Latency assumed for a backend never measured (default 30ms, as Linkerd).
+    #[serde(default, with = "humantime_serde")]
+    pub default_rtt: Option<Duration>,
+    /// Latency charged for a failed request (connect error, timeout, 5xx, 429) (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub failure_penalty: Option<Duration>,
+    /// Above this many backends, `adaptive` and `least_conn` sample two backends (P2C)
+    /// instead of scanning all (default 32).
+    pub p2c_threshold: Option<usize>,
+}
+
+/// How `sticky` identifies a client.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyFile {
+    /// Header carrying the client IP, trusted only when the peer is in `trusted_proxies`.
+    pub client_ip_header: Option<String>,
+    /// CIDRs of proxies allowed to set `client_ip_header`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// ALB-style LB cookie instead of the client IP.
+    pub lb_cookie: Option<LbCookieFile>,
+}
+
+/// A load-balancer-generated stickiness cookie.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbCookieFile {
+    /// Cookie name (default `SWITCHYARD`).
+    pub name: Option<String>,
+    /// Lifetime (default 1 day, as an ALB).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+/// One routing rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Name shown in logs and metrics (default: derived from the match).
+    pub name: Option<String>,
+    /// Host to match (case-insensitive, port ignored); `*.example.com` matches subdomains.
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries: `/api` matches `/api` and `/api/x`,
+    /// not `/apix`.
+    pub path_prefix: Option<String>,
+    /// Exact path.
+    pub path: Option<String>,
+    /// Send matching requests to this target group.
+    pub target_group: Option<String>,
+    /// Remove the matched prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Answer with the load balancer's own health status.
+    #[serde(default)]
+    pub status_page: bool,
+    /// Answer with a fixed response.
+    pub fixed_response: Option<FixedResponseFile>,
+}
+
+/// A fixed answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedResponseFile {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    pub content_type: Option<String>,
+}

@@ -1,0 +1,268 @@
+//! The validated configuration the rest of the program sees.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::selection::StrategyKind;
+
+/// Everything Switchyard needs, checked once.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub target_groups: Vec<TargetGroupConfig>,
+    pub routes: Vec<Route>,
+    /// What to do when no route matches (`None` → 404).
+    pub default_action: Option<RouteAction>,
+    pub proxy: ProxySettings,
+}
+
+/// A plain-HTTP listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// The address as written, which Pingora uses as the key for graceful upgrades.
+    pub address_text: String,
+}
+
+/// Proxy-wide behaviour.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub decision_headers: bool,
+    pub access_log: bool,
+    pub via: Option<String>,
+}
+
+/// One target group.
+#[derive(Debug, Clone)]
+pub struct TargetGroupConfig {
+    pub name: String,
+    pub strategy: StrategyKind,
+    pub backends: Vec<BackendSpec>,
+    pub health_check: HealthCheckSettings,
+    pub passive: PassiveSettings,
+    pub fail_open: bool,
+    pub timeouts: UpstreamTimeouts,
+    pub max_retries: u32,
+    pub latency: LatencySettings,
+    pub sticky: StickySettings,
+}
+
+/// A configured backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+/// Timeouts towards the backends of a group.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle: Duration,
+}
+
+/// Active HTTP health checks.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    pub enabled: bool,
+    pub path: String,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expected_status: StatusRanges,
+}
+
+/// A set of accepted HTTP status ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRanges(pub Vec<(u16, u16)>);
+
+impl StatusRanges {
+    /// Whether `status` is accepted.
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// Passive ejection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PassiveSettings {
+    pub enabled: bool,
+    pub max_failures: u32,
+    pub ejection_time: Duration,
+}
+
+/// Latency tracking settings shared by the latency-aware strategies.
+#[derive(Debug, Clone, Copy)]
+pub struct LatencySettings {
+    pub decay: Duration,
+    pub default_rtt: Duration,
+    pub failure_penalty: Duration,
+    pub p2c_threshold: usize,
+}
+
+impl Default for LatencySettings {
+    fn default() -> Self {
+        Self {
+            decay: Duration::from_secs(10),
+            default_rtt: Duration::from_millis(30),
+            failure_penalty: Duration::from_secs(1),
+            p2c_threshold: 32,
+        }
+    }
+}
+
+/// How `sticky` keys a client.
+#[derive(Debug, Clone, Default)]
+pub struct StickySettings {
+    pub client_ip_header: Option<String>,
+    pub trusted_proxies: Vec<Cidr>,
+    pub lb_cookie: Option<LbCookie>,
+}
+
+/// An LB-generated stickiness cookie.
+#[derive(Debug, Clone)]
+pub struct LbCookie {
+    pub name: String,
+    pub max_age: Duration,
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl Cidr {
+    /// Parse `a.b.c.d/n`, `::1/128` or a bare address.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len {
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("`{text}` has a bad prefix length (0..={max})"))?,
+            None => max,
+        };
+        Ok(Cidr {
+            network,
+            prefix_len,
+        })
+    }
+
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix_len),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), self.prefix_len),
+            (IpAddr::V6(n), IpAddr::V4(a)) => {
+                prefix_eq(&n.octets(), &a.to_ipv6_mapped().octets(), self.prefix_len)
+            }
+            (IpAddr::V4(_), IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+                Some(a4) => self.contains(IpAddr::V4(a4)),
+                None => false,
+            },
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let full = (bits / 8) as usize;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Any path.
+    Any,
+    /// This exact path.
+    Exact(String),
+    /// This prefix on a segment boundary.
+    Prefix(String),
+}
+
+/// One validated routing rule.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    pub strip_prefix: bool,
+    pub action: RouteAction,
+}
+
+/// Host matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com`: the stored suffix is `.example.com`.
+    Suffix(String),
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Proxy to the target group at this index of `Config::target_groups`.
+    Forward(usize),
+    /// Answer with the load balancer's own health.
+    StatusPage,
+    /// Answer with a fixed response.
+    Fixed {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_contains() {
+        let c = Cidr::parse("127.0.0.0/8").unwrap();
+        assert!(c.contains("127.1.2.3".parse().unwrap()));
+        assert!(!c.contains("10.0.0.1".parse().unwrap()));
+        let one = Cidr::parse("10.1.2.3").unwrap();
+        assert!(one.contains("10.1.2.3".parse().unwrap()));
+        assert!(!one.contains("10.1.2.4".parse().unwrap()));
+        let odd = Cidr::parse("192.168.0.0/23").unwrap();
+        assert!(odd.contains("192.168.1.9".parse().unwrap()));
+        assert!(!odd.contains("192.168.2.1".parse().unwrap()));
+        assert!(Cidr::parse("1.2.3.4/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+        let v6 = Cidr::parse("::1/128").unwrap();
+        assert!(v6.contains("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn status_ranges() {
+        let r = StatusRanges(vec![(200, 399)]);
+        assert!(r.contains(200) && r.contains(302));
+        assert!(!r.contains(404));
+    }
+}

@@ -1,0 +1,19 @@
+//! Switchyard: a programmable HTTP load balancer on Pingora that shows why each request
+//! went where it went.
+//!
+//! Start-up story: [`cli`] parses the command line, [`config`] reads and validates the YAML
+//! file, [`server`] assembles a Pingora server with the [`proxy`], the [`upkeep`] background
+//! service (discovery and health checks) and, in demo mode, the [`demo`] backends.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod health;
+pub mod proxy;
+pub mod routing;
+pub mod selection;
+pub mod server;
+pub mod target_group;
+pub mod upkeep;

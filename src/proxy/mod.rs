@@ -1,0 +1,521 @@
+//! The `ProxyHttp` implementation: each Pingora hook delegates to routing, selection,
+//! health and logging; the policy lives in those modules.
+
+pub mod ctx;
+pub mod respond;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::config::{Config, ProxySettings, RouteAction};
+use crate::routing::{self, Router};
+use crate::selection::stats::Outcome;
+use crate::selection::sticky::{backend_id, cookie_key};
+use crate::selection::StrategyKind;
+use crate::target_group::TargetGroup;
+use ctx::{Attempt, RequestCtx, StickyKey};
+
+/// Response header naming the backend that answered (with `decision_headers: true`).
+pub const BACKEND_HEADER: &str = "x-switchyard-backend";
+/// Response header with the inputs of the selection decision.
+pub const DECISION_HEADER: &str = "x-switchyard-decision";
+
+/// The load balancer's request handling.
+pub struct Switchyard {
+    router: Router,
+    route_names: Vec<Arc<str>>,
+    default_route_name: Arc<str>,
+    groups: Vec<Arc<TargetGroup>>,
+    settings: ProxySettings,
+    via: Option<String>,
+}
+
+impl Switchyard {
+    pub fn new(config: &Config, groups: Vec<Arc<TargetGroup>>) -> Self {
+        let route_names = config
+            .routes
+            .iter()
+            .map(|r| Arc::from(r.name.as_str()))
+            .collect();
+        Self {
+            router: Router::new(config.routes.clone(), config.default_action.clone()),
+            route_names,
+            default_route_name: Arc::from(routing::DEFAULT_ROUTE_NAME),
+            groups,
+            settings: config.proxy.clone(),
+            via: config.proxy.via.as_ref().map(|v| format!("1.1 {v}")),
+        }
+    }
+
+    fn group(&self, ctx: &RequestCtx) -> pingora_error::Result<&Arc<TargetGroup>> {
+        ctx.group
+            .and_then(|i| self.groups.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no target group"))
+    }
+
+    /// JSON answer of the status route: overall state and each group's healthy backends.
+    fn status_page(&self) -> Bytes {
+        let groups: Vec<serde_json::Value> = self
+            .groups
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.config.name,
+                    "strategy": g.config.strategy.name(),
+                    "healthy": g.healthy_count(),
+                    "total": g.member_count(),
+                    "failing_open": g.is_failing_open(),
+                })
+            })
+            .collect();
+        let degraded = self.groups.iter().any(|g| g.healthy_count() == 0);
+        let body = serde_json::json!({
+            "status": if degraded { "degraded" } else { "ok" },
+            "service": "switchyard",
+            "groups": groups,
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The sticky key of this request for group `g`: the LB cookie's backend, or the client IP.
+    fn sticky_key(
+        &self,
+        session: &Session,
+        group: &TargetGroup,
+        ctx: &mut RequestCtx,
+    ) -> StickyKey {
+        let sticky = &group.config.sticky;
+        if let Some(cookie) = &sticky.lb_cookie {
+            if let Some(id) = read_cookie(session.req_header(), &cookie.name)
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+            {
+                ctx.cookie_backend = Some(id);
+                return StickyKey::Cookie(cookie_key(id));
+            }
+        }
+        match client_ip(session, sticky) {
+            Some(ip) => StickyKey::from_ip(ip),
+            None => StickyKey::None,
+        }
+    }
+
+    fn record(&self, ctx: &mut RequestCtx, outcome: Outcome) {
+        let Some(group) = ctx.group.and_then(|i| self.groups.get(i)) else {
+            return;
+        };
+        if let Some(attempt) = ctx.attempt.as_mut() {
+            if !attempt.recorded {
+                attempt.recorded = true;
+                attempt
+                    .guard
+                    .stats()
+                    .record(outcome, Instant::now(), &group.config.passive);
+            }
+        }
+    }
+
+    fn may_retry(&self, ctx: &RequestCtx) -> bool {
+        self.group(ctx).is_ok_and(|g| {
+            ctx.attempts() <= g.config.max_retries && ctx.attempts() < g.member_count() as u32
+        })
+    }
+}
+
+/// The client's IP: the socket peer, or the configured header when the peer is trusted.
+fn client_ip(session: &Session, sticky: &crate::config::StickySettings) -> Option<IpAddr> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())?;
+    if let Some(header) = &sticky.client_ip_header {
+        if sticky.trusted_proxies.iter().any(|c| c.contains(peer)) {
+            let forwarded = session
+                .req_header()
+                .headers
+                .get(header.as_str())
+                .and_then(|v| v.to_str().ok());
+            // The right-most address was added by the trusted proxy itself.
+            if let Some(ip) = forwarded
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return Some(ip);
+            }
+        }
+    }
+    Some(peer)
+}
+
+fn read_cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|line| {
+            line.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then_some(v.trim())
+            })
+        })
+}
+
+fn host_of(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+fn is_failure_status(status: u16) -> bool {
+    status >= 500 || status == 429
+}
+
+fn downstream_scheme(session: &Session) -> &'static str {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => "https",
+        None => "http",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Switchyard {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<bool> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        if routing::has_dot_segment(path) {
+            ctx.local_status = Some(400);
+            respond::text(
+                session,
+                400,
+                "bad request: dot segments and encoded slashes are not allowed in the path",
+            )
+            .await?;
+            return Ok(true);
+        }
+        let Some(matched) = self.router.route(host_of(req), path) else {
+            ctx.local_status = Some(404);
+            respond::text(session, 404, "no route for this request").await?;
+            return Ok(true);
+        };
+        ctx.route_name = Some(match matched.index {
+            Some(i) => self.route_names[i].clone(),
+            None => self.default_route_name.clone(),
+        });
+        ctx.strip_prefix = matched.strip_prefix.map(Arc::from);
+        match matched.action.clone() {
+            RouteAction::Forward(g) => {
+                ctx.group = Some(g);
+                let group = self.groups[g].clone();
+                if group.config.strategy == StrategyKind::Sticky {
+                    ctx.sticky_key = self.sticky_key(session, &group, ctx);
+                }
+                Ok(false)
+            }
+            RouteAction::StatusPage => {
+                ctx.local_status = Some(200);
+                respond::write(session, 200, "application/json", self.status_page()).await?;
+                Ok(true)
+            }
+            RouteAction::Fixed {
+                status,
+                body,
+                content_type,
+            } => {
+                ctx.local_status = Some(status);
+                respond::write(session, status, &content_type, Bytes::from(body)).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Box<HttpPeer>> {
+        let group = self.group(ctx)?.clone();
+        // A retry ends the previous attempt (and its in-flight count) first.
+        ctx.attempt = None;
+        let now = Instant::now();
+        let Some(pick) = group.pick(ctx.sticky_key.as_bytes(), &ctx.tried, now) else {
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("no available backend in group {}", group.config.name),
+            );
+            e.set_retry(false);
+            return Err(e);
+        };
+        ctx.tried.push(pick.addr);
+        ctx.backend = Some(pick.addr);
+        ctx.failed_open |= pick.failed_open;
+        ctx.attempt = Some(Attempt {
+            backend: pick.addr,
+            guard: pick.stats.start_request(),
+            sent_at: now,
+            recorded: false,
+        });
+        let t = group.config.timeouts;
+        let mut peer = HttpPeer::new(pick.addr, false, String::new());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(t.idle);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: retrying elsewhere is always safe.
+        self.record(ctx, Outcome::Failure);
+        e.set_retry(self.may_retry(ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if e.esource() == &ErrorSource::Upstream {
+            self.record(ctx, Outcome::Failure);
+        }
+        // Retry only what can be replayed: an idempotent request whose body is still
+        // buffered, to which no response byte has been sent yet.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if replayable && e.esource() == &ErrorSource::Upstream && self.may_retry(ctx) {
+            e.set_retry(true);
+        } else if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let xff = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", downstream_scheme(session))?;
+        if let Some(host) = host_of(session.req_header()).map(str::to_string) {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        if let Some(via) = &self.via {
+            upstream.append_header("via", via.as_str())?;
+        }
+        if let Some(prefix) = &ctx.strip_prefix {
+            let pq = upstream
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let rewritten = routing::strip_prefix(pq, prefix);
+            let uri = rewritten.parse().map_err(|_| {
+                Error::explain(ErrorType::InternalError, "stripped path is not a valid URI")
+            })?;
+            upstream.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        let status = resp.status.as_u16();
+        if status < 200 {
+            return Ok(()); // informational: the real answer is still to come
+        }
+        ctx.upstream_status = Some(status);
+        let outcome = match ctx.attempt.as_ref() {
+            Some(_) if is_failure_status(status) => Outcome::Failure,
+            Some(a) => Outcome::Success(a.sent_at.elapsed()),
+            None => return Ok(()),
+        };
+        self.record(ctx, outcome);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        if let Some(via) = &self.via {
+            resp.append_header("via", via.as_str())?;
+        }
+        let (Some(group), Some(backend)) =
+            (ctx.group.and_then(|i| self.groups.get(i)), ctx.backend)
+        else {
+            return Ok(());
+        };
+        if self.settings.decision_headers {
+            resp.insert_header(BACKEND_HEADER, backend.to_string())?;
+            if let Some(a) = &ctx.attempt {
+                let mut why = group
+                    .config
+                    .strategy
+                    .explain(a.guard.stats(), Instant::now());
+                if ctx.attempts() > 1 {
+                    why.push_str(&format!("; attempts={}", ctx.attempts()));
+                }
+                if ctx.failed_open {
+                    why.push_str("; failed_open=true");
+                }
+                resp.insert_header(DECISION_HEADER, why)?;
+            }
+        }
+        if let Some(cookie) = &group.config.sticky.lb_cookie {
+            let id = backend_id(&backend);
+            if ctx.cookie_backend != Some(id) {
+                let value = format!(
+                    "{}={id:016x}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+                    cookie.name,
+                    cookie.max_age.as_secs()
+                );
+                resp.append_header("set-cookie", value)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            ctx.local_status = Some(code);
+            let message = match code {
+                503 => "no backend available",
+                504 => "upstream timed out",
+                502 => "upstream failed",
+                400 => "bad request",
+                _ => "error",
+            };
+            let _ = respond::text(session, code, message).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(err) = e {
+            if err.esource() == &ErrorSource::Upstream {
+                self.record(ctx, Outcome::Failure);
+            }
+        }
+        // End the attempt now: the response is complete or abandoned.
+        ctx.attempt = None;
+        if self.settings.access_log
+            && log::log_enabled!(target: "switchyard::access", log::Level::Info)
+        {
+            log_access(session, ctx, self.groups.as_slice(), e);
+        }
+    }
+}
+
+fn log_access(session: &Session, ctx: &RequestCtx, groups: &[Arc<TargetGroup>], e: Option<&Error>) {
+    let req = session.req_header();
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.local_status)
+        .unwrap_or(0);
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "-".into());
+    let group = ctx
+        .group
+        .and_then(|i| groups.get(i))
+        .map(|g| g.config.name.as_str())
+        .unwrap_or("-");
+    let backend = ctx
+        .backend
+        .map(|b: SocketAddr| b.to_string())
+        .unwrap_or_else(|| "-".into());
+    let duration: Duration = ctx.started.elapsed();
+    let error = e
+        .map(|e| format!(" error=\"{}\"", e.etype().as_str()))
+        .unwrap_or_default();
+    log::info!(
+        target: "switchyard::access",
+        "{client} \"{} {}\" {status} route={} group={group} backend={backend} attempts={} duration_ms={:.2}{error}",
+        req.method,
+        req.uri,
+        ctx.route_name.as_deref().unwrap_or("-"),
+        ctx.attempts(),
+        duration.as_secs_f64() * 1e3,
+    );
+}

@@ -1,0 +1,170 @@
+//! A target group at run time: its backends, health, selector and stats, and the rules for
+//! picking a backend for one attempt (health, passive ejection, retries, fail-open).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora_load_balancing::{Backend, Backends};
+
+use crate::config::TargetGroupConfig;
+use crate::discovery::StaticList;
+use crate::health::ProbeCheck;
+use crate::selection::stats::{stats_of, BackendStats, StatsRegistry};
+use crate::selection::{GroupSelector, GroupShared};
+
+/// How long the stats of a backend that left the group are kept in case it comes back.
+pub const STATS_RETENTION: Duration = Duration::from_secs(300);
+
+/// One target group.
+pub struct TargetGroup {
+    pub config: TargetGroupConfig,
+    pub registry: Arc<StatsRegistry>,
+    selector: Arc<dyn GroupSelector>,
+    failing_open: AtomicBool,
+}
+
+/// The backend chosen for one attempt.
+pub struct Pick {
+    pub addr: SocketAddr,
+    pub stats: Arc<BackendStats>,
+    /// Chosen although unhealthy, because the whole group is down and it fails open.
+    pub failed_open: bool,
+}
+
+impl TargetGroup {
+    /// Build the group from its configuration (backends are discovered by [`Self::refresh`]).
+    pub fn new(config: TargetGroupConfig) -> Self {
+        let registry = Arc::new(StatsRegistry::new(config.latency));
+        let discovery = StaticList::new(config.backends.clone(), registry.clone());
+        let mut backends = Backends::new(Box::new(discovery));
+        if config.health_check.enabled {
+            let check = ProbeCheck::new(&config.name, &config.health_check, registry.clone());
+            backends.set_health_check(Box::new(check));
+        }
+        let selector = config
+            .strategy
+            .build(backends, GroupShared::new(registry.clone()));
+        Self {
+            config,
+            registry,
+            selector,
+            failing_open: AtomicBool::new(false),
+        }
+    }
+
+    /// Pick a backend not in `tried` for the request keyed `key`.
+    ///
+    /// In order: a healthy, non-ejected backend; else a healthy one even if passively
+    /// ejected (ejection must never take a whole group down); else, when the group fails
+    /// open, any backend.
+    pub fn pick(&self, key: &[u8], tried: &[SocketAddr], now: Instant) -> Option<Pick> {
+        let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !tried.contains(a));
+        let not_ejected = |b: &Backend| stats_of(b).is_none_or(|s| !s.is_ejected(now));
+        let chosen = self
+            .selector
+            .select(key, &|b, healthy| healthy && untried(b) && not_ejected(b))
+            .or_else(|| {
+                self.selector
+                    .select(key, &|b, healthy| healthy && untried(b))
+            });
+        if let Some(b) = chosen {
+            if self.failing_open.swap(false, Relaxed) {
+                log::info!(
+                    "group {}: a backend is healthy again; no longer failing open",
+                    self.config.name
+                );
+            }
+            return self.to_pick(b, false);
+        }
+        if !self.config.fail_open {
+            return None;
+        }
+        let b = self.selector.select(key, &|b, _| untried(b))?;
+        if self.healthy_count() == 0 && !self.failing_open.swap(true, Relaxed) {
+            log::warn!(
+                "group {}: every backend is unhealthy; failing open and sending to all of them",
+                self.config.name
+            );
+        }
+        self.to_pick(b, true)
+    }
+
+    fn to_pick(&self, b: Backend, failed_open: bool) -> Option<Pick> {
+        let addr = *b.addr.as_inet()?;
+        let stats = match stats_of(&b) {
+            Some(s) => s.clone(),
+            None => self.registry.get_or_insert(addr, Instant::now()),
+        };
+        Some(Pick {
+            addr,
+            stats,
+            failed_open,
+        })
+    }
+
+    /// Current members.
+    pub fn members(&self) -> Vec<Backend> {
+        self.selector
+            .backends()
+            .get_backend()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Number of current members.
+    pub fn member_count(&self) -> usize {
+        self.selector.backends().get_backend().len()
+    }
+
+    /// Whether `backend` passes its active health checks (and is enabled).
+    pub fn is_healthy(&self, backend: &Backend) -> bool {
+        self.selector.backends().ready(backend)
+    }
+
+    /// Members passing their health checks.
+    pub fn healthy_count(&self) -> usize {
+        let backends = self.selector.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter(|b| backends.ready(b))
+            .count()
+    }
+
+    /// Whether the group is sending to unhealthy backends because none is healthy.
+    pub fn is_failing_open(&self) -> bool {
+        self.failing_open.load(Relaxed)
+    }
+
+    /// Run discovery, rebuild the selector on change, and forget long-gone backends' stats.
+    pub async fn refresh(&self) -> pingora_error::Result<bool> {
+        let changed = self.selector.update().await?;
+        let members: Vec<SocketAddr> = self
+            .selector
+            .backends()
+            .get_backend()
+            .iter()
+            .filter_map(|b| b.addr.as_inet().copied())
+            .collect();
+        self.registry
+            .retain_members(&members, STATS_RETENTION, Instant::now());
+        if changed {
+            log::info!(
+                "group {}: {} backend(s) now",
+                self.config.name,
+                members.len()
+            );
+        }
+        Ok(changed)
+    }
+
+    /// One pass of active health checks over every member, in parallel.
+    pub async fn run_health_checks(&self) {
+        if self.config.health_check.enabled {
+            self.selector.backends().run_health_check(true).await;
+        }
+    }
+}
