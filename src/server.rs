@@ -20,10 +20,7 @@ pub fn pingora_conf(text: &str, source: &str) -> Result<ServerConf, ConfigError>
     let conf: ServerConf = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let mut message = inner.to_string();
-        if let Some(pos) = message.find(" at line ") {
-            message.truncate(pos);
-        }
+        let message = crate::config::clean_yaml_message(&inner.to_string(), &field);
         ConfigError {
             source: source.to_string(),
             field,

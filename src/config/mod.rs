@@ -46,13 +46,10 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let line = inner.location().map(|l| l.line());
-        let mut message = inner.to_string();
-        // serde_yaml appends "at line L column C"; the line is reported separately.
-        if let Some(pos) = message.find(" at line ") {
-            message.truncate(pos);
-        }
-        let field = if path == "." || path.is_empty() {
-            // An unknown top-level key: serde lists ~40 expected keys; say it shorter.
+        let mut message = clean_yaml_message(&inner.to_string(), &path);
+        let top_level_unknown = message.starts_with("unknown field") && !path.contains(['.', '[']);
+        let field = if top_level_unknown || path == "." || path.is_empty() {
+            // serde lists ~40 expected keys at the top level; say it shorter.
             if let Some(pos) = message.find(", expected one of") {
                 message.truncate(pos);
                 message.push_str(" (Switchyard keys: listeners, target_groups, routes, default_target_group, proxy; or a Pingora server key)");
@@ -64,4 +61,17 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         ConfigError { source: source.to_string(), field, line, message }
     })?;
     validate::validate(file, text, source)
+}
+
+/// serde_yaml's message without the location suffix (reported separately) and without a
+/// repeated field-path prefix.
+pub(crate) fn clean_yaml_message(message: &str, path: &str) -> String {
+    let mut m = message.to_string();
+    if let Some(pos) = m.find(" at line ") {
+        m.truncate(pos);
+    }
+    match m.strip_prefix(&format!("{path}: ")) {
+        Some(rest) => rest.to_string(),
+        None => m,
+    }
 }

@@ -1,0 +1,323 @@
+//! Shared harness for the end-to-end tests: real demo backends (in-process axum servers on
+//! loopback), a real `switchyard` process, and a bounded load loop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_server::{BackendState, Behaviour, RunningBackend};
+
+/// Path of the `switchyard` binary under test.
+pub fn switchyard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start a demo backend on 127.0.0.1 (random port) with a fixed delay.
+pub async fn backend(name: &str, delay_ms: u64) -> RunningBackend {
+    backend_with(
+        name,
+        Behaviour {
+            delay_ms,
+            ..Behaviour::default()
+        },
+    )
+    .await
+}
+
+/// Start a demo backend with any behaviour.
+pub async fn backend_with(name: &str, behaviour: Behaviour) -> RunningBackend {
+    backend_at("127.0.0.1:0".parse().unwrap(), name, behaviour).await
+}
+
+/// Start a demo backend on a given address.
+pub async fn backend_at(addr: SocketAddr, name: &str, behaviour: Behaviour) -> RunningBackend {
+    backend_server::spawn(addr, BackendState::new(name, behaviour))
+        .await
+        .expect("backend binds")
+}
+
+/// `  - address: ...` lines for a `backends:` list.
+pub fn backend_list(backends: &[&RunningBackend]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("      - address: {}\n", b.addr()))
+        .collect()
+}
+
+/// Change a backend's behaviour through its control endpoint, as an operator would.
+pub async fn control(backend: &RunningBackend, patch: serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("http://{}/_control", backend.addr()))
+        .json(&patch)
+        .send()
+        .await
+        .expect("control request");
+    assert_eq!(resp.status(), 200, "control update {patch} refused");
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &PathBuf {
+        &self.0
+    }
+
+    /// Write `name` with `text` and return its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Pingora keys every test config needs: private pid and upgrade paths, short grace.
+pub fn pingora_header(dir: &TempDir) -> String {
+    format!(
+        "version: 1\nthreads: 2\npid_file: {d}/sy.pid\nupgrade_sock: {d}/sy-upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+        d = dir.path().display()
+    )
+}
+
+/// Run `switchyard -t -c` on `yaml` (used as is) and return the process output.
+pub fn check_config(yaml: &str) -> Output {
+    let dir = TempDir::new();
+    let path = dir.write("check.yaml", yaml);
+    Command::new(switchyard_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run switchyard -t")
+}
+
+/// A running `switchyard` process, killed on drop.
+pub struct Switchyard {
+    child: Child,
+    pub port: u16,
+    dir: TempDir,
+    log: PathBuf,
+}
+
+impl Switchyard {
+    /// Start switchyard with `body` (Switchyard's keys; `{PORT}` is replaced by the listener
+    /// port) after the Pingora header, and wait until it answers.
+    pub async fn start(body: &str) -> Switchyard {
+        Self::start_with_env(body, &[]).await
+    }
+
+    /// Like [`Self::start`] with extra environment variables.
+    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Switchyard {
+        let dir = TempDir::new();
+        let port = free_port();
+        let yaml = format!(
+            "{}{}",
+            pingora_header(&dir),
+            body.replace("{PORT}", &port.to_string())
+        );
+        let conf = dir.write("switchyard.yaml", &yaml);
+        let log = dir.path().join("switchyard.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(switchyard_bin());
+        cmd.arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        cmd.env("RUST_LOG", "info,pingora_proxy=error,pingora_core=warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn switchyard");
+        let mut sy = Switchyard {
+            child,
+            port,
+            dir,
+            log,
+        };
+        sy.wait_listening().await;
+        sy
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("switchyard exited early ({status}):\n{}", self.log_text());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "switchyard did not listen within 20 s:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything switchyard logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One response as a test sees it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status, or 0 when the request failed at the transport level.
+    pub status: u16,
+    /// The `x-backend` header (the demo backend's name).
+    pub backend: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// A keep-alive client, optionally bound to a source address.
+pub fn client(source: Option<IpAddr>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64);
+    if let Some(ip) = source {
+        b = b.local_address(ip);
+    }
+    b.build().unwrap()
+}
+
+/// GET `url` once.
+pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
+    match client.get(url).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let backend = headers
+                .get("x-backend")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let _ = resp.bytes().await;
+            Answer {
+                status,
+                backend,
+                headers,
+            }
+        }
+        Err(_) => Answer {
+            status: 0,
+            backend: None,
+            headers: Default::default(),
+        },
+    }
+}
+
+/// Send `total` GETs to `url` from `concurrency` workers (bounded by count and by a 60 s
+/// deadline) and return every answer.
+pub async fn load(url: &str, total: usize, concurrency: usize) -> Vec<Answer> {
+    let client = client(None);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
+                && Instant::now() < deadline
+            {
+                out.push(get(&client, &url).await);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Count answers per backend name.
+pub fn shares(answers: &[Answer]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for a in answers {
+        *m.entry(a.backend.clone().unwrap_or_else(|| "-".into()))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+/// Count answers per status.
+pub fn statuses(answers: &[Answer]) -> HashMap<u16, usize> {
+    let mut m = HashMap::new();
+    for a in answers {
+        *m.entry(a.status).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Poll `check` every 100 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
