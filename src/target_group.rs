@@ -12,7 +12,7 @@ use crate::config::TargetGroupConfig;
 use crate::discovery::StaticList;
 use crate::health::ProbeCheck;
 use crate::selection::stats::{stats_of, BackendStats, StatsRegistry};
-use crate::selection::{GroupSelector, GroupShared};
+use crate::selection::{GroupSelector, GroupShared, Selected};
 
 /// How long the stats of a backend that left the group are kept in case it comes back.
 pub const STATS_RETENTION: Duration = Duration::from_secs(300);
@@ -91,12 +91,9 @@ impl TargetGroup {
         self.to_pick(b, true)
     }
 
-    fn to_pick(&self, b: Backend, failed_open: bool) -> Option<Pick> {
-        let addr = *b.addr.as_inet()?;
-        let stats = match stats_of(&b) {
-            Some(s) => s.clone(),
-            None => self.registry.get_or_insert(addr, Instant::now()),
-        };
+    fn to_pick(&self, chosen: Selected, failed_open: bool) -> Option<Pick> {
+        let Selected { addr, stats } = chosen;
+        let stats = stats.unwrap_or_else(|| self.registry.get_or_insert(addr, Instant::now()));
         Some(Pick {
             addr,
             stats,

@@ -110,6 +110,14 @@ impl StrategyKind {
     }
 }
 
+/// The outcome of a selection.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub addr: std::net::SocketAddr,
+    /// The backend's stats, when attached by discovery.
+    pub stats: Option<Arc<BackendStats>>,
+}
+
 /// State shared by every selector a group ever builds: it survives rebuilds.
 #[derive(Debug)]
 pub struct GroupShared {
@@ -142,7 +150,7 @@ pub type SharedConfig = Arc<GroupShared>;
 #[async_trait]
 pub trait GroupSelector: Send + Sync {
     /// The first backend, in strategy order, that `accept(backend, healthy)` takes.
-    fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend>;
+    fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Selected>;
     /// Membership and health.
     fn backends(&self) -> &Backends;
     /// Run discovery; rebuild the selector if membership changed. Returns whether it did.
@@ -182,12 +190,18 @@ where
     S: BackendSelection<Config = SharedConfig> + Send + Sync + 'static,
     S::Iter: BackendIter,
 {
-    fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
+    fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Selected> {
         let selector = self.selector.load();
         let mut iter = selector.iter(key);
         while let Some(b) = iter.next() {
             if accept(b, self.backends.ready(b)) {
-                return Some(b.clone());
+                // Only the address and the stats handle leave: cloning the whole `Backend`
+                // would also clone its extension map (an allocation per request).
+                let addr = *b.addr.as_inet()?;
+                return Some(Selected {
+                    addr,
+                    stats: stats::stats_of(b).cloned(),
+                });
             }
         }
         None
@@ -207,6 +221,100 @@ where
             })
             .await?;
         Ok(changed.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stats::Outcome;
+    use super::*;
+    use crate::config::{BackendSpec, PassiveSettings};
+    use crate::discovery::StaticList;
+    use std::collections::{BTreeSet, HashMap};
+    use std::time::Duration;
+
+    /// A discovery whose membership the test changes, like EC2 discovery would.
+    struct Changing {
+        specs: parking_lot::Mutex<Vec<BackendSpec>>,
+        registry: Arc<StatsRegistry>,
+    }
+
+    #[async_trait]
+    impl pingora_load_balancing::discovery::ServiceDiscovery for Changing {
+        async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+            let specs = self.specs.lock().clone();
+            StaticList::new(specs, self.registry.clone())
+                .discover()
+                .await
+        }
+    }
+
+    fn spec(port: u16) -> BackendSpec {
+        BackendSpec {
+            address: ([127, 0, 0, 1], port).into(),
+            weight: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn stats_survive_membership_changes() {
+        let registry = Arc::new(StatsRegistry::new(LatencySettings::default()));
+        let discovery = Arc::new(Changing {
+            specs: parking_lot::Mutex::new(vec![spec(1), spec(2)]),
+            registry: registry.clone(),
+        });
+        struct Shared(Arc<Changing>);
+        #[async_trait]
+        impl pingora_load_balancing::discovery::ServiceDiscovery for Shared {
+            async fn discover(
+                &self,
+            ) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+                self.0.discover().await
+            }
+        }
+        let backends = Backends::new(Box::new(Shared(discovery.clone())));
+        let balancer = StrategyKind::Adaptive.build(backends, GroupShared::new(registry.clone()));
+        assert!(balancer.update().await.unwrap());
+
+        // Backend 1 is measured slow and has a request in flight.
+        let one = registry.get(&spec(1).address).unwrap();
+        let passive = PassiveSettings {
+            enabled: false,
+            max_failures: 5,
+            ejection_time: Duration::from_secs(1),
+        };
+        one.record(
+            Outcome::Success(Duration::from_millis(400)),
+            std::time::Instant::now(),
+            &passive,
+        );
+        let guard = one.start_request();
+
+        // A backend joins: the selector is rebuilt, the stats are the same objects.
+        discovery.specs.lock().push(spec(3));
+        assert!(balancer.update().await.unwrap(), "membership changed");
+        let after = registry.get(&spec(1).address).unwrap();
+        assert!(Arc::ptr_eq(&one, &after));
+        assert_eq!(after.inflight(), 1);
+        assert!(after.ewma_ns(std::time::Instant::now()) > 300e6);
+        // The rebuilt selector still avoids the slow backend.
+        for _ in 0..20 {
+            let b = balancer.select(b"", &|_, _| true).unwrap();
+            assert_ne!(b.addr.port(), 1);
+        }
+        // A backend leaves and comes back within the retention: its stats are kept.
+        discovery.specs.lock().retain(|s| s.address.port() != 1);
+        assert!(balancer.update().await.unwrap());
+        registry.retain_members(
+            &[spec(2).address, spec(3).address],
+            Duration::from_secs(300),
+            std::time::Instant::now(),
+        );
+        drop(guard);
+        discovery.specs.lock().push(spec(1));
+        assert!(balancer.update().await.unwrap());
+        assert!(Arc::ptr_eq(&one, &registry.get(&spec(1).address).unwrap()));
+        assert_eq!(one.inflight(), 0);
     }
 }
 
