@@ -49,7 +49,7 @@ fn group(strategy: StrategyKind, n: usize) -> TargetGroup {
         latency: LatencySettings::default(),
         sticky: StickySettings::default(),
     };
-    let g = TargetGroup::new(config);
+    let g = TargetGroup::new(config, None);
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()

@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 
-# System packages: cmake builds pingora-core's zlib-ng.
+# System packages: cmake builds pingora-core's zlib-ng; prometheus (with promtool) and
+# chromium are the real tools the observability tests check the metrics and dashboard with.
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

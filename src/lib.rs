@@ -6,11 +6,13 @@
 //! service (discovery and health checks) and, in demo mode, the [`demo`] backends.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod selection;

@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
 
+use crate::admin::AdminApp;
 use crate::config::{Config, ConfigError};
 use crate::demo::DemoBackends;
+use crate::metrics::Metrics;
 use crate::proxy::Switchyard;
 use crate::target_group::TargetGroup;
 use crate::upkeep::Upkeep;
@@ -48,22 +52,38 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, pingora);
     server.bootstrap();
 
+    let metrics = match &config.admin {
+        Some(a) if a.metrics => Some(Metrics::new()),
+        _ => None,
+    };
     let groups: Vec<Arc<TargetGroup>> = config
         .target_groups
         .iter()
         .cloned()
-        .map(|g| Arc::new(TargetGroup::new(g)))
+        .map(|g| Arc::new(TargetGroup::new(g, metrics.clone())))
         .collect();
     discover_once(&groups)?;
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Switchyard::new(&config, groups.clone()),
+        Switchyard::new(&config, groups.clone(), metrics.clone()),
         "switchyard proxy",
     );
     for l in &config.listeners {
         proxy.add_tcp(&l.address_text);
         log::info!("listening for HTTP on {}", l.address_text);
+    }
+    if let Some(admin) = &config.admin {
+        let app = AdminApp::new(&config, groups.clone(), metrics.clone());
+        let mut service = Service::new("switchyard admin".to_string(), HttpServer::new_app(app));
+        service.add_tcp(&admin.address_text);
+        // One thread is plenty for scrapes and the dashboard.
+        service.threads = Some(1);
+        log::info!(
+            "admin (metrics, status, dashboard) on http://{}/dashboard",
+            admin.address_text
+        );
+        server.add_service(service);
     }
     if demo {
         server.add_service(background_service("demo backends", DemoBackends));

@@ -11,6 +11,7 @@ use pingora_load_balancing::{Backend, Backends};
 use crate::config::TargetGroupConfig;
 use crate::discovery::StaticList;
 use crate::health::ProbeCheck;
+use crate::metrics::Metrics;
 use crate::selection::stats::{stats_of, BackendStats, StatsRegistry};
 use crate::selection::{GroupSelector, GroupShared, Selected};
 
@@ -23,6 +24,23 @@ pub struct TargetGroup {
     pub registry: Arc<StatsRegistry>,
     selector: Arc<dyn GroupSelector>,
     failing_open: AtomicBool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// A backend's state as shown by the status API, the dashboard and the metrics.
+#[derive(Debug, Clone)]
+pub struct BackendView {
+    pub addr: SocketAddr,
+    pub weight: usize,
+    pub healthy: bool,
+    pub ejected: bool,
+    pub inflight: i64,
+    pub ewma: Duration,
+    pub probe: Option<Duration>,
+    pub probe_ok: Option<bool>,
+    pub requests: u64,
+    pub failures: u64,
+    pub requests_last_minute: u64,
 }
 
 /// The backend chosen for one attempt.
@@ -35,12 +53,17 @@ pub struct Pick {
 
 impl TargetGroup {
     /// Build the group from its configuration (backends are discovered by [`Self::refresh`]).
-    pub fn new(config: TargetGroupConfig) -> Self {
+    pub fn new(config: TargetGroupConfig, metrics: Option<Arc<Metrics>>) -> Self {
         let registry = Arc::new(StatsRegistry::new(config.latency));
         let discovery = StaticList::new(config.backends.clone(), registry.clone());
         let mut backends = Backends::new(Box::new(discovery));
         if config.health_check.enabled {
-            let check = ProbeCheck::new(&config.name, &config.health_check, registry.clone());
+            let check = ProbeCheck::new(
+                &config.name,
+                &config.health_check,
+                registry.clone(),
+                metrics.clone(),
+            );
             backends.set_health_check(Box::new(check));
         }
         let selector = config
@@ -51,7 +74,13 @@ impl TargetGroup {
             registry,
             selector,
             failing_open: AtomicBool::new(false),
+            metrics,
         }
+    }
+
+    /// The metrics this group records into, if enabled.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// Pick a backend not in `tried` for the request keyed `key`.
@@ -111,6 +140,41 @@ impl TargetGroup {
             .collect()
     }
 
+    /// Every member's live state.
+    pub fn backend_views(&self, now: Instant) -> Vec<BackendView> {
+        let backends = self.selector.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter_map(|b| {
+                let stats = stats_of(b)?;
+                let probe = stats.last_probe();
+                Some(BackendView {
+                    addr: stats.addr(),
+                    weight: b.weight,
+                    healthy: backends.ready(b),
+                    ejected: stats.is_ejected(now),
+                    inflight: stats.inflight(),
+                    ewma: Duration::from_nanos(stats.ewma_ns(now) as u64),
+                    probe: probe.map(|p| p.0),
+                    probe_ok: probe.map(|p| p.1),
+                    requests: stats.requests(),
+                    failures: stats.failures(),
+                    requests_last_minute: stats.requests_within(Duration::from_secs(60), now),
+                })
+            })
+            .collect()
+    }
+
+    /// Sample every member's request counter (called once a second).
+    pub fn sample_history(&self, now: Instant) {
+        for b in self.selector.backends().get_backend().iter() {
+            if let Some(s) = stats_of(b) {
+                s.sample(now);
+            }
+        }
+    }
+
     /// Number of current members.
     pub fn member_count(&self) -> usize {
         self.selector.backends().get_backend().len()
@@ -138,7 +202,11 @@ impl TargetGroup {
 
     /// Run discovery, rebuild the selector on change, and forget long-gone backends' stats.
     pub async fn refresh(&self) -> pingora_error::Result<bool> {
-        let changed = self.selector.update().await?;
+        let result = self.selector.update().await;
+        if let Some(m) = &self.metrics {
+            m.discovery_refresh(&self.config.name, result.is_ok());
+        }
+        let changed = result?;
         let members: Vec<SocketAddr> = self
             .selector
             .backends()

@@ -42,6 +42,18 @@ impl BackgroundService for Upkeep {
                 }
             });
         }
+        // Once a second: sample request counters for the "last minute" views.
+        let groups = self.groups.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = std::time::Instant::now();
+                for g in &groups {
+                    g.sample_history(now);
+                }
+            }
+        });
         let _ = shutdown.changed().await;
         tasks.abort_all();
     }

@@ -65,6 +65,21 @@ pub struct FileConfig {
     /// Proxy-wide behaviour.
     #[serde(default)]
     pub proxy: ProxyFile,
+    /// The admin listener: metrics, status API and dashboard.
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+/// The admin listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Serve the admin endpoints at all (default true).
+    pub enabled: Option<bool>,
+    /// `ip:port` (default `127.0.0.1:9091`); never one of the proxy listeners.
+    pub address: Option<String>,
+    /// Record per-request metrics (default true).
+    pub metrics: Option<bool>,
 }
 
 /// One listening socket.

@@ -52,7 +52,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             // serde lists ~40 expected keys at the top level; say it shorter.
             if let Some(pos) = message.find(", expected one of") {
                 message.truncate(pos);
-                message.push_str(" (Switchyard keys: listeners, target_groups, routes, default_target_group, proxy; or a Pingora server key)");
+                message.push_str(" (Switchyard keys: listeners, target_groups, routes, default_target_group, proxy, admin; or a Pingora server key)");
             }
             "(top level)".to_string()
         } else {

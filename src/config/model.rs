@@ -14,6 +14,17 @@ pub struct Config {
     /// What to do when no route matches (`None` → 404).
     pub default_action: Option<RouteAction>,
     pub proxy: ProxySettings,
+    /// The admin listener, unless disabled.
+    pub admin: Option<AdminSettings>,
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub address: SocketAddr,
+    pub address_text: String,
+    /// Record per-request metrics.
+    pub metrics: bool,
 }
 
 /// A plain-HTTP listener.

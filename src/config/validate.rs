@@ -89,7 +89,9 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
             },
         )?)),
     };
+    let admin = validate_admin(&c, &file.admin, &listeners)?;
     Ok(Config {
+        admin,
         listeners,
         target_groups,
         routes,
@@ -131,6 +133,41 @@ fn validate_listeners(
         });
     }
     Ok(out)
+}
+
+/// Default admin address: loopback only, like HAProxy's stats socket.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9091";
+
+fn validate_admin(
+    c: &Checker,
+    a: &AdminFile,
+    listeners: &[Listener],
+) -> Result<Option<AdminSettings>, ConfigError> {
+    if a.enabled == Some(false) {
+        return Ok(None);
+    }
+    let text = a
+        .address
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ADMIN_ADDRESS.to_string());
+    let address = parse_socket_addr(&text).map_err(|m| c.err("admin.address", &text, m))?;
+    if listeners.iter().any(|l| {
+        l.address.port() == address.port()
+            && (l.address.ip() == address.ip()
+                || l.address.ip().is_unspecified()
+                || address.ip().is_unspecified())
+    }) {
+        return Err(c.err(
+            "admin.address",
+            &text,
+            format!("{address} overlaps a proxy listener; metrics never share the proxy port"),
+        ));
+    }
+    Ok(Some(AdminSettings {
+        address,
+        address_text: text.trim().to_string(),
+        metrics: a.metrics.unwrap_or(true),
+    }))
 }
 
 fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {

@@ -10,6 +10,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
 use pingora_load_balancing::Backend;
 
 use crate::config::{HealthCheckSettings, StatusRanges};
+use crate::metrics::Metrics;
 use crate::selection::stats::StatsRegistry;
 
 /// Pingora's HTTP check configured from our settings, plus probe timing and logging.
@@ -21,12 +22,18 @@ pub struct ProbeCheck {
     inner: HttpHealthCheck,
     registry: Arc<StatsRegistry>,
     group: String,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ProbeCheck {
     /// A check for group `group` with `settings`. The probe's `Host` header is the
     /// configured host or, as Envoy does, the group's name.
-    pub fn new(group: &str, settings: &HealthCheckSettings, registry: Arc<StatsRegistry>) -> Self {
+    pub fn new(
+        group: &str,
+        settings: &HealthCheckSettings,
+        registry: Arc<StatsRegistry>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let host = settings.host.clone().unwrap_or_else(|| group.to_string());
         let mut inner = HttpHealthCheck::new(&host, false);
         inner.consecutive_success = settings.healthy_threshold as usize;
@@ -50,6 +57,7 @@ impl ProbeCheck {
             inner,
             registry,
             group: group.to_string(),
+            metrics,
         }
     }
 }
@@ -74,6 +82,9 @@ impl HealthCheck for ProbeCheck {
         if let Some(addr) = target.addr.as_inet() {
             self.registry
                 .record_probe(addr, started.elapsed(), result.is_ok());
+            if let Some(m) = &self.metrics {
+                m.health_check(&self.group, &addr.to_string(), result.is_ok());
+            }
         }
         if let Err(e) = &result {
             log::debug!(

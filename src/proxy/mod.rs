@@ -16,6 +16,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::{Config, ProxySettings, RouteAction};
+use crate::metrics::{ErrorKind, Metrics};
 use crate::routing::{self, Router};
 use crate::selection::stats::Outcome;
 use crate::selection::sticky::{backend_id, cookie_key};
@@ -36,10 +37,15 @@ pub struct Switchyard {
     groups: Vec<Arc<TargetGroup>>,
     settings: ProxySettings,
     via: Option<String>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Switchyard {
-    pub fn new(config: &Config, groups: Vec<Arc<TargetGroup>>) -> Self {
+    pub fn new(
+        config: &Config,
+        groups: Vec<Arc<TargetGroup>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let route_names = config
             .routes
             .iter()
@@ -52,6 +58,7 @@ impl Switchyard {
             groups,
             settings: config.proxy.clone(),
             via: config.proxy.via.as_ref().map(|v| format!("1.1 {v}")),
+            metrics,
         }
     }
 
@@ -107,17 +114,27 @@ impl Switchyard {
         }
     }
 
-    fn record(&self, ctx: &mut RequestCtx, outcome: Outcome) {
+    /// Feed the current attempt's outcome to its backend's stats (once per attempt) and
+    /// count a failure by kind.
+    fn record(&self, ctx: &mut RequestCtx, outcome: Outcome, kind: Option<ErrorKind>) {
         let Some(group) = ctx.group.and_then(|i| self.groups.get(i)) else {
             return;
         };
-        if let Some(attempt) = ctx.attempt.as_mut() {
-            if !attempt.recorded {
-                attempt.recorded = true;
-                attempt
-                    .guard
-                    .stats()
-                    .record(outcome, Instant::now(), &group.config.passive);
+        let Some(attempt) = ctx.attempt.as_mut() else {
+            return;
+        };
+        if attempt.recorded {
+            return;
+        }
+        attempt.recorded = true;
+        let stats = attempt.guard.stats();
+        let ejected = stats.record(outcome, Instant::now(), &group.config.passive);
+        if let Some(m) = &self.metrics {
+            if let Some(kind) = kind {
+                m.upstream_error(&group.config.name, stats.label(), kind);
+            }
+            if ejected {
+                m.ejection(&group.config.name, stats.label());
             }
         }
     }
@@ -255,7 +272,13 @@ impl ProxyHttp for Switchyard {
         // A retry ends the previous attempt (and its in-flight count) first.
         ctx.attempt = None;
         let now = Instant::now();
+        if let (Some(m), false) = (&self.metrics, ctx.tried.is_empty()) {
+            m.retry(&group.config.name);
+        }
         let Some(pick) = group.pick(ctx.sticky_key.as_bytes(), &ctx.tried, now) else {
+            if let Some(m) = &self.metrics {
+                m.no_backend(&group.config.name);
+            }
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("no available backend in group {}", group.config.name),
@@ -290,7 +313,7 @@ impl ProxyHttp for Switchyard {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing was sent: retrying elsewhere is always safe.
-        self.record(ctx, Outcome::Failure);
+        self.record(ctx, Outcome::Failure, Some(ErrorKind::ConnectFailure));
         e.set_retry(self.may_retry(ctx));
         e
     }
@@ -305,7 +328,11 @@ impl ProxyHttp for Switchyard {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if e.esource() == &ErrorSource::Upstream {
-            self.record(ctx, Outcome::Failure);
+            let kind = match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => ErrorKind::Timeout,
+                _ => ErrorKind::ConnectionError,
+            };
+            self.record(ctx, Outcome::Failure, Some(kind));
         }
         // Retry only what can be replayed: an idempotent request whose body is still
         // buffered, to which no response byte has been sent yet.
@@ -376,12 +403,13 @@ impl ProxyHttp for Switchyard {
             return Ok(()); // informational: the real answer is still to come
         }
         ctx.upstream_status = Some(status);
-        let outcome = match ctx.attempt.as_ref() {
-            Some(_) if is_failure_status(status) => Outcome::Failure,
-            Some(a) => Outcome::Success(a.sent_at.elapsed()),
+        let (outcome, kind) = match ctx.attempt.as_ref() {
+            Some(_) if status == 429 => (Outcome::Failure, Some(ErrorKind::Http429)),
+            Some(_) if is_failure_status(status) => (Outcome::Failure, Some(ErrorKind::Http5xx)),
+            Some(a) => (Outcome::Success(a.sent_at.elapsed()), None),
             None => return Ok(()),
         };
-        self.record(ctx, outcome);
+        self.record(ctx, outcome, kind);
         Ok(())
     }
 
@@ -471,8 +499,27 @@ impl ProxyHttp for Switchyard {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(err) = e {
             if err.esource() == &ErrorSource::Upstream {
-                self.record(ctx, Outcome::Failure);
+                self.record(ctx, Outcome::Failure, Some(ErrorKind::ConnectionError));
             }
+        }
+        if let Some(m) = &self.metrics {
+            let status = session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .or(ctx.local_status)
+                .unwrap_or(0);
+            let group = ctx
+                .group
+                .and_then(|i| self.groups.get(i))
+                .map(|g| g.config.name.as_str())
+                .unwrap_or("");
+            let backend = ctx
+                .attempt
+                .as_ref()
+                .map(|a| a.guard.stats().label())
+                .unwrap_or("");
+            let route = ctx.route_name.as_deref().unwrap_or("");
+            m.observe_request(route, group, backend, status, ctx.started.elapsed());
         }
         // End the attempt now: the response is complete or abandoned.
         ctx.attempt = None;

@@ -2,7 +2,7 @@
 //! read them). The registry lives outside the selectors, so it survives the selector
 //! rebuilds Pingora performs on every membership change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct BackendStats {
     addr: SocketAddr,
+    /// `addr` as text, for metric labels and logs without formatting per request.
+    label: String,
     inflight: AtomicI64,
     ewma: Mutex<PeakEwma>,
     probe_latency_us: AtomicU64,
@@ -41,9 +43,14 @@ pub struct BackendStats {
     ejected_until_ms: AtomicU64,
     /// Milliseconds since the epoch at which the backend left the membership (0 = member).
     removed_at_ms: AtomicU64,
+    /// Samples of `requests` once a second, for "requests in the last minute".
+    history: Mutex<VecDeque<(Instant, u64)>>,
     latency: LatencySettings,
     epoch: Instant,
 }
+
+/// How many one-second samples of the request counter are kept.
+const HISTORY_SAMPLES: usize = 62;
 
 impl BackendStats {
     fn new(
@@ -55,6 +62,7 @@ impl BackendStats {
     ) -> Self {
         Self {
             addr,
+            label: addr.to_string(),
             inflight: AtomicI64::new(0),
             ewma: Mutex::new(PeakEwma::new(seed, latency.decay, now)),
             probe_latency_us: AtomicU64::new(NO_PROBE),
@@ -64,6 +72,7 @@ impl BackendStats {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             removed_at_ms: AtomicU64::new(0),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY_SAMPLES)),
             latency,
             epoch,
         }
@@ -72,6 +81,11 @@ impl BackendStats {
     /// The backend's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address as text.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Requests currently sent to this backend and not yet finished.
@@ -92,12 +106,14 @@ impl BackendStats {
     }
 
     /// Record the outcome of one request. Failures count as the failure penalty latency, so
-    /// a backend that fails fast never looks fast.
-    pub fn record(&self, outcome: Outcome, now: Instant, passive: &PassiveSettings) {
+    /// a backend that fails fast never looks fast. Returns true when this failure ejected
+    /// the backend.
+    pub fn record(&self, outcome: Outcome, now: Instant, passive: &PassiveSettings) -> bool {
         match outcome {
             Outcome::Success(rtt) => {
                 self.ewma.lock().observe(rtt, now);
                 self.consecutive_failures.store(0, Relaxed);
+                false
             }
             Outcome::Failure => {
                 self.ewma.lock().observe(self.latency.failure_penalty, now);
@@ -105,15 +121,17 @@ impl BackendStats {
                 let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
                 if passive.enabled && n >= passive.max_failures {
                     let until = self.millis(now + passive.ejection_time);
+                    self.consecutive_failures.store(0, Relaxed);
                     if self.ejected_until_ms.swap(until, Relaxed) < self.millis(now) {
                         log::warn!(
                             "backend {} ejected for {} after {n} consecutive failed requests",
                             self.addr,
                             humantime::format_duration(passive.ejection_time)
                         );
+                        return true;
                     }
-                    self.consecutive_failures.store(0, Relaxed);
                 }
+                false
             }
         }
     }
@@ -149,6 +167,31 @@ impl BackendStats {
     /// Failed requests ever recorded for this backend.
     pub fn failures(&self) -> u64 {
         self.failures.load(Relaxed)
+    }
+
+    /// Remember the request counter as of `now` (called about once a second).
+    pub fn sample(&self, now: Instant) {
+        let mut h = self.history.lock();
+        h.push_back((now, self.requests()));
+        while h.len() > HISTORY_SAMPLES {
+            h.pop_front();
+        }
+    }
+
+    /// Requests started within `window` before `now`, from the one-second samples.
+    pub fn requests_within(&self, window: Duration, now: Instant) -> u64 {
+        let cutoff = now.checked_sub(window);
+        let h = self.history.lock();
+        let baseline = match cutoff {
+            Some(cutoff) => h
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= cutoff)
+                .map(|(_, n)| *n)
+                .unwrap_or(0),
+            None => 0,
+        };
+        self.requests().saturating_sub(baseline)
     }
 
     fn millis(&self, t: Instant) -> u64 {
@@ -349,6 +392,34 @@ mod tests {
         s.record(Outcome::Failure, t0, &p);
         assert!(s.is_ejected(t0 + Duration::from_secs(29)));
         assert!(!s.is_ejected(t0 + Duration::from_secs(31)));
+    }
+
+    #[test]
+    fn requests_within_a_window_come_from_the_samples() {
+        let reg = StatsRegistry::new(LatencySettings::default());
+        let t0 = Instant::now();
+        let s = reg.get_or_insert(addr(1), t0);
+        for _ in 0..5 {
+            drop(s.start_request());
+        }
+        s.sample(t0 + Duration::from_secs(1));
+        for _ in 0..3 {
+            drop(s.start_request());
+        }
+        s.sample(t0 + Duration::from_secs(2));
+        assert_eq!(
+            s.requests_within(Duration::from_secs(60), t0 + Duration::from_secs(2)),
+            8
+        );
+        // One minute after the first sample, only what came later counts.
+        assert_eq!(
+            s.requests_within(Duration::from_secs(60), t0 + Duration::from_secs(61)),
+            3
+        );
+        assert_eq!(
+            s.requests_within(Duration::from_secs(60), t0 + Duration::from_secs(62)),
+            0
+        );
     }
 
     #[test]

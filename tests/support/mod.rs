@@ -128,13 +128,16 @@ pub fn check_config(yaml: &str) -> Output {
 pub struct Switchyard {
     child: Child,
     pub port: u16,
+    /// Port of the admin listener (metrics, status, dashboard).
+    pub admin_port: u16,
     dir: TempDir,
     log: PathBuf,
 }
 
 impl Switchyard {
     /// Start switchyard with `body` (Switchyard's keys; `{PORT}` is replaced by the listener
-    /// port) after the Pingora header, and wait until it answers.
+    /// port, `{ADMIN}` by the admin port; an admin section is added when absent) after the
+    /// Pingora header, and wait until it answers.
     pub async fn start(body: &str) -> Switchyard {
         Self::start_with_env(body, &[]).await
     }
@@ -143,11 +146,15 @@ impl Switchyard {
     pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Switchyard {
         let dir = TempDir::new();
         let port = free_port();
-        let yaml = format!(
-            "{}{}",
-            pingora_header(&dir),
-            body.replace("{PORT}", &port.to_string())
-        );
+        let admin_port = free_port();
+        let mut body = body.to_string();
+        if !body.contains("\nadmin:") {
+            body.push_str("admin:\n  address: 127.0.0.1:{ADMIN}\n");
+        }
+        let body = body
+            .replace("{PORT}", &port.to_string())
+            .replace("{ADMIN}", &admin_port.to_string());
+        let yaml = format!("{}{}", pingora_header(&dir), body);
         let conf = dir.write("switchyard.yaml", &yaml);
         let log = dir.path().join("switchyard.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -164,6 +171,7 @@ impl Switchyard {
         let mut sy = Switchyard {
             child,
             port,
+            admin_port,
             dir,
             log,
         };
@@ -178,6 +186,7 @@ impl Switchyard {
                 panic!("switchyard exited early ({status}):\n{}", self.log_text());
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // The admin listener (if any) starts with the same server.
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -190,6 +199,30 @@ impl Switchyard {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// The admin listener's metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The admin listener's status document.
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(self.admin_url("/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub fn pid(&self) -> u32 {
@@ -320,4 +353,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sum of the samples of `metric` whose labels contain every `label="value"` in `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(metric)
+                && matches!(l.as_bytes().get(metric.len()), Some(b'{') | Some(b' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Path of an external tool, or a panic that says how to install it.
+pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} is required for this test: {install_hint} (scripts/test.sh installs it)")
+    })
 }

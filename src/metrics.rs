@@ -1,0 +1,326 @@
+//! Prometheus metrics. One registry per process, passed to the components that record into
+//! it; no global statics. Labels stay bounded: routes and groups come from the configuration,
+//! backends from discovery, codes from HTTP.
+//!
+//! Counters are incremented where the event happens; per-backend gauges (health, EWMA,
+//! in-flight, probe latency) are set from the live state at scrape time, so they are exact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::target_group::TargetGroup;
+
+/// Latency buckets from 100 µs to 10 s.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Why an upstream attempt failed, as the `kind` label of `lb_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    ConnectFailure,
+    Timeout,
+    ConnectionError,
+    Http5xx,
+    Http429,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectFailure => "connect_failure",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectionError => "connection_error",
+            ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::Http429 => "http_429",
+        }
+    }
+}
+
+/// Every metric Switchyard exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    retries: IntCounterVec,
+    no_backend: IntCounterVec,
+    health_checks: IntCounterVec,
+    ejections: IntCounterVec,
+    discovery_refreshes: IntCounterVec,
+    rate_limited: IntCounterVec,
+    shed: IntCounterVec,
+    backends_alive: IntGaugeVec,
+    backend_up: IntGaugeVec,
+    backend_ewma: GaugeVec,
+    backend_inflight: IntGaugeVec,
+    backend_probe: GaugeVec,
+    group_failing_open: IntGaugeVec,
+    config_loads: IntCounterVec,
+    build_info: IntGaugeVec,
+    start_time: IntGauge,
+    /// "0".."599", so labelling a status code does not allocate.
+    codes: Vec<String>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "lb_request_duration_seconds",
+                "Time from request start to the end of the response, by route and target group.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "target_group"],
+        )
+        .expect("valid histogram");
+        r.register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let start_time = IntGauge::new(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(start_time.clone()))
+            .expect("unique metric");
+        if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            start_time.set(since.as_secs() as i64);
+        }
+        let m = Metrics {
+            requests: counter(&r, "lb_http_requests_total", "Requests answered, by route, target group, backend and status code.", &["route", "target_group", "backend", "code"]),
+            duration,
+            upstream_errors: counter(&r, "lb_upstream_errors_total", "Failed upstream attempts by kind: connect_failure, timeout, connection_error, http_5xx, http_429.", &["target_group", "backend", "kind"]),
+            retries: counter(&r, "lb_retries_total", "Attempts retried on another backend.", &["target_group"]),
+            no_backend: counter(&r, "lb_no_healthy_backend_total", "Requests answered 503 because no backend could take them.", &["target_group"]),
+            health_checks: counter(&r, "lb_health_checks_total", "Active health-check results.", &["target_group", "backend", "result"]),
+            ejections: counter(&r, "lb_backend_ejections_total", "Passive ejections after consecutive failed requests.", &["target_group", "backend"]),
+            discovery_refreshes: counter(&r, "lb_discovery_refreshes_total", "Backend discovery refreshes by result (success, failure).", &["target_group", "result"]),
+            rate_limited: counter(&r, "lb_rate_limited_total", "Requests rejected with 429 by rate limiting.", &["route"]),
+            shed: counter(&r, "lb_shed_total", "Requests rejected with 503 because a target group was at its in-flight limit.", &["target_group"]),
+            backends_alive: gauge(&r, "lb_backends_alive", "Backends passing their health checks.", &["target_group"]),
+            backend_up: gauge(&r, "lb_backend_up", "1 when the backend passes its health checks and is not ejected.", &["target_group", "backend"]),
+            backend_ewma: float_gauge(&r, "lb_backend_latency_ewma_seconds", "Peak-EWMA latency of the backend.", &["target_group", "backend"]),
+            backend_inflight: gauge(&r, "lb_backend_inflight", "Requests in flight to the backend.", &["target_group", "backend"]),
+            backend_probe: float_gauge(&r, "lb_backend_probe_latency_seconds", "Latency of the last active probe.", &["target_group", "backend"]),
+            group_failing_open: gauge(&r, "lb_target_group_failing_open", "1 when no backend is healthy and the group sends to all of them.", &["target_group"]),
+            config_loads: counter(&r, "lb_config_loads_total", "Configuration loads by result.", &["result"]),
+            build_info: gauge(&r, "lb_build_info", "Always 1; labels carry the version.", &["version"]),
+            start_time,
+            codes: (0..600).map(|c: u16| c.to_string()).collect(),
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.config_loads.with_label_values(&["success"]).inc();
+        Arc::new(m)
+    }
+
+    /// Count one finished request.
+    pub fn observe_request(
+        &self,
+        route: &str,
+        group: &str,
+        backend: &str,
+        code: u16,
+        duration: Duration,
+    ) {
+        let code = self
+            .codes
+            .get(code as usize)
+            .map(String::as_str)
+            .unwrap_or("other");
+        self.requests
+            .with_label_values(&[route, group, backend, code])
+            .inc();
+        self.duration
+            .with_label_values(&[route, group])
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, group: &str, backend: &str, kind: ErrorKind) {
+        self.upstream_errors
+            .with_label_values(&[group, backend, kind.as_str()])
+            .inc();
+    }
+
+    pub fn retry(&self, group: &str) {
+        self.retries.with_label_values(&[group]).inc();
+    }
+
+    pub fn no_backend(&self, group: &str) {
+        self.no_backend.with_label_values(&[group]).inc();
+    }
+
+    pub fn health_check(&self, group: &str, backend: &str, ok: bool) {
+        self.health_checks
+            .with_label_values(&[group, backend, if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn ejection(&self, group: &str, backend: &str) {
+        self.ejections.with_label_values(&[group, backend]).inc();
+    }
+
+    pub fn discovery_refresh(&self, group: &str, ok: bool) {
+        self.discovery_refreshes
+            .with_label_values(&[group, if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, route: &str) {
+        self.rate_limited.with_label_values(&[route]).inc();
+    }
+
+    pub fn shed(&self, group: &str) {
+        self.shed.with_label_values(&[group]).inc();
+    }
+
+    /// Set the per-backend gauges from the groups' live state.
+    pub fn refresh_gauges(&self, groups: &[Arc<TargetGroup>]) {
+        let now = std::time::Instant::now();
+        // Drop series of backends that left, then set the current ones.
+        self.backend_up.reset();
+        self.backend_inflight.reset();
+        self.backend_ewma.reset();
+        self.backend_probe.reset();
+        for g in groups {
+            let name = g.config.name.as_str();
+            self.backends_alive
+                .with_label_values(&[name])
+                .set(g.healthy_count() as i64);
+            self.group_failing_open
+                .with_label_values(&[name])
+                .set(g.is_failing_open() as i64);
+            for view in g.backend_views(now) {
+                let addr = view.addr.to_string();
+                let labels = [name, addr.as_str()];
+                self.backend_up
+                    .with_label_values(&labels)
+                    .set((view.healthy && !view.ejected) as i64);
+                self.backend_inflight
+                    .with_label_values(&labels)
+                    .set(view.inflight);
+                self.backend_ewma
+                    .with_label_values(&labels)
+                    .set(view.ewma.as_secs_f64());
+                if let Some(p) = view.probe {
+                    self.backend_probe
+                        .with_label_values(&labels)
+                        .set(p.as_secs_f64());
+                }
+            }
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        out
+    }
+}
+
+impl Metrics {
+    /// The names of every metric family registered (also those with no sample yet).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 19] = [
+            &self.requests,
+            &self.duration,
+            &self.upstream_errors,
+            &self.retries,
+            &self.no_backend,
+            &self.health_checks,
+            &self.ejections,
+            &self.discovery_refreshes,
+            &self.rate_limited,
+            &self.shed,
+            &self.backends_alive,
+            &self.backend_up,
+            &self.backend_ewma,
+            &self.backend_inflight,
+            &self.backend_probe,
+            &self.group_failing_open,
+            &self.config_loads,
+            &self.build_info,
+            &self.start_time,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_metrics() {
+        let dashboard = include_str!("../conf/grafana/switchyard-dashboard.json");
+        let names = Metrics::new().names();
+        let used: std::collections::BTreeSet<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("lb_"))
+            .collect();
+        assert!(used.len() >= 8, "{used:?}");
+        for name in used {
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_count")
+                .trim_end_matches("_sum");
+            assert!(
+                names.iter().any(|n| n == base),
+                "dashboard uses {name}, which is not exported"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_is_counted_once_with_its_labels() {
+        let m = Metrics::new();
+        m.observe_request("/c1", "c1", "127.0.0.1:1", 200, Duration::from_millis(3));
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(r#"lb_http_requests_total{backend="127.0.0.1:1",code="200",route="/c1",target_group="c1"} 1"#), "{text}");
+        assert!(text.contains(
+            r#"lb_request_duration_seconds_bucket{route="/c1",target_group="c1",le="0.005"} 1"#
+        ));
+    }
+}
