@@ -48,6 +48,7 @@ fn group(strategy: StrategyKind, n: usize) -> TargetGroup {
         max_retries: 2,
         latency: LatencySettings::default(),
         sticky: StickySettings::default(),
+        shed: None,
     };
     let g = TargetGroup::new(config, None);
     tokio::runtime::Builder::new_current_thread()

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod edge;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -13,6 +13,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::edge::rate_limit::RateLimiter;
 use crate::target_group::TargetGroup;
 
 /// Latency buckets from 100 µs to 10 s.
@@ -56,6 +57,7 @@ pub struct Metrics {
     discovery_refreshes: IntCounterVec,
     rate_limited: IntCounterVec,
     shed: IntCounterVec,
+    rate_limit_keys: IntGaugeVec,
     backends_alive: IntGaugeVec,
     backend_up: IntGaugeVec,
     backend_ewma: GaugeVec,
@@ -129,6 +131,7 @@ impl Metrics {
             discovery_refreshes: counter(&r, "lb_discovery_refreshes_total", "Backend discovery refreshes by result (success, failure).", &["target_group", "result"]),
             rate_limited: counter(&r, "lb_rate_limited_total", "Requests rejected with 429 by rate limiting.", &["route"]),
             shed: counter(&r, "lb_shed_total", "Requests rejected with 503 because a target group was at its in-flight limit.", &["target_group"]),
+            rate_limit_keys: gauge(&r, "lb_rate_limit_keys", "Client buckets kept by a route's rate limiter (bounded by max_keys).", &["route"]),
             backends_alive: gauge(&r, "lb_backends_alive", "Backends passing their health checks.", &["target_group"]),
             backend_up: gauge(&r, "lb_backend_up", "1 when the backend passes its health checks and is not ejected.", &["target_group", "backend"]),
             backend_ewma: float_gauge(&r, "lb_backend_latency_ewma_seconds", "Peak-EWMA latency of the backend.", &["target_group", "backend"]),
@@ -209,7 +212,16 @@ impl Metrics {
     }
 
     /// Set the per-backend gauges from the groups' live state.
-    pub fn refresh_gauges(&self, groups: &[Arc<TargetGroup>]) {
+    pub fn refresh_gauges(
+        &self,
+        groups: &[Arc<TargetGroup>],
+        limiters: &[(String, Arc<RateLimiter>)],
+    ) {
+        for (route, limiter) in limiters {
+            self.rate_limit_keys
+                .with_label_values(&[route.as_str()])
+                .set(limiter.tracked_keys() as i64);
+        }
         let now = std::time::Instant::now();
         // Drop series of backends that left, then set the current ones.
         self.backend_up.reset();
@@ -260,7 +272,7 @@ impl Metrics {
     /// The names of every metric family registered (also those with no sample yet).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 19] = [
+        let collectors: [&dyn Collector; 20] = [
             &self.requests,
             &self.duration,
             &self.upstream_errors,
@@ -271,6 +283,7 @@ impl Metrics {
             &self.discovery_refreshes,
             &self.rate_limited,
             &self.shed,
+            &self.rate_limit_keys,
             &self.backends_alive,
             &self.backend_up,
             &self.backend_ewma,

@@ -134,6 +134,7 @@ mod tests {
             path,
             strip_prefix: false,
             action: RouteAction::Forward(group),
+            rate_limit: None,
         }
     }
 
@@ -154,6 +155,7 @@ mod tests {
                     path: PathMatch::Exact("/".into()),
                     strip_prefix: false,
                     action: RouteAction::StatusPage,
+                    rate_limit: None,
                 },
             ],
             None,

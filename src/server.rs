@@ -11,8 +11,10 @@ use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
 
 use crate::admin::AdminApp;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ListenerKind};
 use crate::demo::DemoBackends;
+use crate::edge::redirect::RedirectApp;
+use crate::edge::tls;
 use crate::metrics::Metrics;
 use crate::proxy::Switchyard;
 use crate::target_group::TargetGroup;
@@ -64,17 +66,58 @@ pub fn build(
         .collect();
     discover_once(&groups)?;
 
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
-        Switchyard::new(&config, groups.clone(), metrics.clone()),
-        "switchyard proxy",
-    );
+    let switchyard = Switchyard::new(&config, groups.clone(), metrics.clone());
+    let limiters = switchyard.rate_limiters();
+    let mut proxy =
+        http_proxy_service_with_name(&server.configuration, switchyard, "switchyard proxy");
     for l in &config.listeners {
-        proxy.add_tcp(&l.address_text);
-        log::info!("listening for HTTP on {}", l.address_text);
+        match &l.kind {
+            ListenerKind::Plain => {
+                proxy.add_tcp(&l.address_text);
+                log::info!("listening for HTTP on {}", l.address_text);
+            }
+            ListenerKind::Tls { cert, key } => {
+                proxy.add_tls_with_settings(
+                    &l.address_text,
+                    None,
+                    tls::listener_settings(cert, key)?,
+                );
+                log::info!(
+                    "listening for HTTPS on {} ({})",
+                    l.address_text,
+                    cert.display()
+                );
+            }
+            ListenerKind::SelfSignedTls => {
+                let (cert, key) = tls::self_signed("switchyard-self-signed")?;
+                proxy.add_tls_with_settings(
+                    &l.address_text,
+                    None,
+                    tls::listener_settings(&cert, &key)?,
+                );
+                log::warn!("listening for HTTPS on {} with a self-signed certificate ({}): for development only", l.address_text, cert.display());
+            }
+            ListenerKind::RedirectHttps { port, status } => {
+                let app = RedirectApp {
+                    https_port: *port,
+                    status: *status,
+                };
+                let mut service = Service::new(
+                    format!("switchyard redirect {}", l.address_text),
+                    HttpServer::new_app(app),
+                );
+                service.add_tcp(&l.address_text);
+                service.threads = Some(1);
+                log::info!(
+                    "redirecting HTTP on {} to HTTPS port {port} with {status}",
+                    l.address_text
+                );
+                server.add_service(service);
+            }
+        }
     }
     if let Some(admin) = &config.admin {
-        let app = AdminApp::new(&config, groups.clone(), metrics.clone());
+        let app = AdminApp::new(&config, groups.clone(), limiters, metrics.clone());
         let mut service = Service::new("switchyard admin".to_string(), HttpServer::new_app(app));
         service.add_tcp(&admin.address_text);
         // One thread is plenty for scrapes and the dashboard.

@@ -10,6 +10,7 @@ use pingora_load_balancing::{Backend, Backends};
 
 use crate::config::TargetGroupConfig;
 use crate::discovery::StaticList;
+use crate::edge::shed::Admission;
 use crate::health::ProbeCheck;
 use crate::metrics::Metrics;
 use crate::selection::stats::{stats_of, BackendStats, StatsRegistry};
@@ -25,6 +26,8 @@ pub struct TargetGroup {
     selector: Arc<dyn GroupSelector>,
     failing_open: AtomicBool,
     metrics: Option<Arc<Metrics>>,
+    /// Overload shedding, when `max_inflight` is configured.
+    pub admission: Option<Admission>,
 }
 
 /// A backend's state as shown by the status API, the dashboard and the metrics.
@@ -69,12 +72,14 @@ impl TargetGroup {
         let selector = config
             .strategy
             .build(backends, GroupShared::new(registry.clone()));
+        let admission = config.shed.map(Admission::new);
         Self {
             config,
             registry,
             selector,
             failing_open: AtomicBool::new(false),
             metrics,
+            admission,
         }
     }
 

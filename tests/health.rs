@@ -70,8 +70,10 @@ async fn a_group_with_no_healthy_backend_fails_open_or_answers_503() {
         for x in &b {
             control(x, serde_json::json!({"healthy": false})).await;
         }
-        let down = eventually(Duration::from_secs(5), || async {
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let down = eventually(Duration::from_secs(10), || async {
             let answers = load(&sy.url("/x"), 10, 2).await;
+            *last.lock().unwrap() = answers.iter().map(|a| a.status).collect::<Vec<_>>();
             if fail_open {
                 sy.log_text().contains("failing open") && answers.iter().all(|a| a.status == 200)
             } else {

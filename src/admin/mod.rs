@@ -12,6 +12,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::config::Config;
+use crate::edge::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
 use crate::target_group::TargetGroup;
 
@@ -21,6 +22,7 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 /// Serves the admin endpoints.
 pub struct AdminApp {
     groups: Vec<Arc<TargetGroup>>,
+    limiters: Vec<(String, Arc<RateLimiter>)>,
     routes: serde_json::Value,
     metrics: Option<Arc<Metrics>>,
     started: Instant,
@@ -30,11 +32,13 @@ impl AdminApp {
     pub fn new(
         config: &Config,
         groups: Vec<Arc<TargetGroup>>,
+        limiters: Vec<(String, Arc<RateLimiter>)>,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Self {
             routes: status::route_table(config),
             groups,
+            limiters,
             metrics,
             started: Instant::now(),
         }
@@ -43,7 +47,7 @@ impl AdminApp {
     fn metrics_text(&self) -> Response<Vec<u8>> {
         match &self.metrics {
             Some(m) => {
-                m.refresh_gauges(&self.groups);
+                m.refresh_gauges(&self.groups, &self.limiters);
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -88,6 +88,33 @@ pub struct AdminFile {
 pub struct ListenerFile {
     /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::1]:8080`.
     pub address: String,
+    /// Terminate TLS on this listener.
+    pub tls: Option<ListenerTlsFile>,
+    /// Answer every request with a permanent redirect to HTTPS instead of proxying.
+    pub redirect_https: Option<RedirectFile>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
+    /// Generate a self-signed certificate for localhost at start (development only).
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+/// Redirect settings of a plain-HTTP listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectFile {
+    /// The HTTPS port to send clients to (default 443).
+    pub port: Option<u16>,
+    /// 301 or 308 (default 308: permanent, keeps method and body).
+    pub status: Option<u16>,
 }
 
 /// Proxy-wide settings.
@@ -102,6 +129,37 @@ pub struct ProxyFile {
     /// Value of the `Via` header added upstream and downstream (default `switchyard`;
     /// empty string disables it).
     pub via: Option<String>,
+    /// Largest request header section accepted, in bytes (default 32768); larger gets 431.
+    pub max_header_bytes: Option<usize>,
+    /// Largest request body accepted, in bytes (default 10485760); larger gets 413.
+    pub max_body_bytes: Option<u64>,
+    /// How to find the client's IP behind other proxies.
+    #[serde(default)]
+    pub client_ip: ClientIpFile,
+    /// Add `Strict-Transport-Security` to responses sent over TLS.
+    pub hsts: Option<HstsFile>,
+}
+
+/// Where the client IP comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpFile {
+    /// Header carrying the client IP (e.g. `X-Forwarded-For`), honoured only from
+    /// `trusted_proxies`.
+    pub header: Option<String>,
+    /// CIDRs of proxies allowed to set `header`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// HTTP Strict Transport Security.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsFile {
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(default)]
+    pub include_subdomains: bool,
 }
 
 /// The selection strategy of a target group.
@@ -148,6 +206,21 @@ pub struct TargetGroupFile {
     /// Options of the `sticky` strategy.
     #[serde(default)]
     pub sticky: StickyFile,
+    /// At most this many requests in flight to the group; more wait in `queue` or get 503.
+    pub max_inflight: Option<usize>,
+    /// The wait queue used with `max_inflight`.
+    pub queue: Option<QueueFile>,
+}
+
+/// A bounded wait queue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    /// Requests allowed to wait (default 0: reject at once).
+    pub size: Option<usize>,
+    /// Longest wait before 503 (default 1s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// One backend address.
@@ -207,15 +280,10 @@ pub struct LatencyFile {
     pub p2c_threshold: Option<usize>,
 }
 
-/// How `sticky` identifies a client.
+/// How `sticky` identifies a client (by default the client IP, see `proxy.client_ip`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StickyFile {
-    /// Header carrying the client IP, trusted only when the peer is in `trusted_proxies`.
-    pub client_ip_header: Option<String>,
-    /// CIDRs of proxies allowed to set `client_ip_header`.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
     /// ALB-style LB cookie instead of the client IP.
     pub lb_cookie: Option<LbCookieFile>,
 }
@@ -254,6 +322,30 @@ pub struct RouteFile {
     pub status_page: bool,
     /// Answer with a fixed response.
     pub fixed_response: Option<FixedResponseFile>,
+    /// Token-bucket rate limit for this route.
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+/// A route's rate limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Requests per second (token refill rate).
+    pub rate: f64,
+    /// Requests allowed at once after a quiet period (default: `rate`, at least 1).
+    pub burst: Option<f64>,
+    /// `client_ip` (default) or `global`.
+    pub key: Option<RateKeyFile>,
+    /// Bound on client buckets kept in memory (default 100000).
+    pub max_keys: Option<usize>,
+}
+
+/// What a rate limit is keyed by.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKeyFile {
+    ClientIp,
+    Global,
 }
 
 /// A fixed answer.

@@ -1,8 +1,11 @@
 //! The validated configuration the rest of the program sees.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::edge::rate_limit::RateLimitSettings;
+use crate::edge::shed::ShedSettings;
 use crate::selection::StrategyKind;
 
 /// Everything Switchyard needs, checked once.
@@ -27,12 +30,26 @@ pub struct AdminSettings {
     pub metrics: bool,
 }
 
-/// A plain-HTTP listener.
+/// A listener.
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub address: SocketAddr,
     /// The address as written, which Pingora uses as the key for graceful upgrades.
     pub address_text: String,
+    pub kind: ListenerKind,
+}
+
+/// What a listener does with connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain HTTP, proxied.
+    Plain,
+    /// TLS terminated here, then proxied.
+    Tls { cert: PathBuf, key: PathBuf },
+    /// TLS with a self-signed certificate generated at start.
+    SelfSignedTls,
+    /// Plain HTTP answered with a redirect to HTTPS.
+    RedirectHttps { port: u16, status: u16 },
 }
 
 /// Proxy-wide behaviour.
@@ -41,6 +58,18 @@ pub struct ProxySettings {
     pub decision_headers: bool,
     pub access_log: bool,
     pub via: Option<String>,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub client_ip: ClientIpSettings,
+    /// The `Strict-Transport-Security` value for TLS responses, if enabled.
+    pub hsts: Option<String>,
+}
+
+/// Where the client IP comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIpSettings {
+    pub header: Option<String>,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// One target group.
@@ -56,6 +85,8 @@ pub struct TargetGroupConfig {
     pub max_retries: u32,
     pub latency: LatencySettings,
     pub sticky: StickySettings,
+    /// Overload shedding, when `max_inflight` is set.
+    pub shed: Option<ShedSettings>,
 }
 
 /// A configured backend.
@@ -127,11 +158,9 @@ impl Default for LatencySettings {
     }
 }
 
-/// How `sticky` keys a client.
+/// How `sticky` keys a client: the LB cookie if configured, else the client IP.
 #[derive(Debug, Clone, Default)]
 pub struct StickySettings {
-    pub client_ip_header: Option<String>,
-    pub trusted_proxies: Vec<Cidr>,
     pub lb_cookie: Option<LbCookie>,
 }
 
@@ -224,6 +253,7 @@ pub struct Route {
     pub path: PathMatch,
     pub strip_prefix: bool,
     pub action: RouteAction,
+    pub rate_limit: Option<RateLimitSettings>,
 }
 
 /// Host matching.

@@ -104,7 +104,58 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
                 Some("") => None,
                 Some(v) => Some(v.to_string()),
             },
+            max_header_bytes: positive(
+                &c,
+                "proxy.max_header_bytes",
+                file.proxy.max_header_bytes.unwrap_or(32 * 1024),
+            )?,
+            max_body_bytes: positive(
+                &c,
+                "proxy.max_body_bytes",
+                file.proxy.max_body_bytes.unwrap_or(10 * 1024 * 1024) as usize,
+            )? as u64,
+            client_ip: validate_client_ip(&c, &file.proxy.client_ip)?,
+            hsts: file.proxy.hsts.as_ref().map(|h| {
+                let mut v = format!("max-age={}", h.max_age.as_secs());
+                if h.include_subdomains {
+                    v.push_str("; includeSubDomains");
+                }
+                v
+            }),
         },
+    })
+}
+
+fn positive(c: &Checker, field: &str, v: usize) -> Result<usize, ConfigError> {
+    if v == 0 {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        return Err(c.err(field, key, "must be greater than zero"));
+    }
+    Ok(v)
+}
+
+fn validate_client_ip(c: &Checker, f: &ClientIpFile) -> Result<ClientIpSettings, ConfigError> {
+    let trusted_proxies = f
+        .trusted_proxies
+        .iter()
+        .map(|t| Cidr::parse(t).map_err(|m| c.err("proxy.client_ip.trusted_proxies", t, m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(h) = &f.header {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(c.err(
+                "proxy.client_ip.header",
+                h,
+                format!("`{h}` is not a valid header name"),
+            ));
+        }
+        if trusted_proxies.is_empty() {
+            return Err(c.err("proxy.client_ip.trusted_proxies", h,
+                "a client IP header needs trusted_proxies: any client could otherwise choose its own IP"));
+        }
+    }
+    Ok(ClientIpSettings {
+        header: f.header.clone(),
+        trusted_proxies,
     })
 }
 
@@ -127,12 +178,68 @@ fn validate_listeners(
         if !seen.insert(address) {
             return Err(c.err(&field, &l.address, format!("duplicate listener {address}")));
         }
+        let kind = listener_kind(c, i, l)?;
         out.push(Listener {
             address,
             address_text: l.address.trim().to_string(),
+            kind,
         });
     }
     Ok(out)
+}
+
+fn listener_kind(c: &Checker, i: usize, l: &ListenerFile) -> Result<ListenerKind, ConfigError> {
+    let at = |f: &str| format!("listeners[{i}].{f}");
+    match (&l.tls, &l.redirect_https) {
+        (Some(_), Some(_)) => Err(c.err(
+            at("redirect_https"),
+            "redirect_https",
+            "a listener either terminates TLS or redirects to HTTPS, not both",
+        )),
+        (None, None) => Ok(ListenerKind::Plain),
+        (None, Some(r)) => {
+            let port = r.port.unwrap_or(443);
+            let status = r.status.unwrap_or(308);
+            if port == 0 {
+                return Err(c.err(
+                    at("redirect_https.port"),
+                    "port",
+                    "must be a TCP port (1-65535)",
+                ));
+            }
+            if status != 301 && status != 308 {
+                return Err(c.err(
+                    at("redirect_https.status"),
+                    "status",
+                    format!("must be 301 or 308, got {status}"),
+                ));
+            }
+            Ok(ListenerKind::RedirectHttps { port, status })
+        }
+        (Some(t), None) => match (&t.cert, &t.key, t.self_signed) {
+            (None, None, true) => Ok(ListenerKind::SelfSignedTls),
+            (Some(cert), Some(key), false) => {
+                let (cert, key) = (
+                    std::path::PathBuf::from(cert),
+                    std::path::PathBuf::from(key),
+                );
+                crate::edge::tls::check_pem_files(&cert, &key).map_err(|(which, m)| {
+                    let needle = if which == "cert" {
+                        cert.display().to_string()
+                    } else {
+                        key.display().to_string()
+                    };
+                    c.err(at(&format!("tls.{which}")), &needle, m)
+                })?;
+                Ok(ListenerKind::Tls { cert, key })
+            }
+            _ => Err(c.err(
+                at("tls"),
+                "tls",
+                "give `cert` and `key` (PEM files), or `self_signed: true` for development",
+            )),
+        },
+    }
 }
 
 /// Default admin address: loopback only, like HAProxy's stats socket.
@@ -312,7 +419,39 @@ fn validate_group(
         max_retries,
         latency,
         sticky,
+        shed: validate_shed(c, i, g)?,
     })
+}
+
+fn validate_shed(
+    c: &Checker,
+    i: usize,
+    g: &TargetGroupFile,
+) -> Result<Option<crate::edge::shed::ShedSettings>, ConfigError> {
+    let at = |f: &str| format!("target_groups[{i}].{f}");
+    let Some(max_inflight) = g.max_inflight else {
+        if g.queue.is_some() {
+            return Err(c.err(at("queue"), "queue", "a queue needs `max_inflight`"));
+        }
+        return Ok(None);
+    };
+    if max_inflight == 0 {
+        return Err(c.err(at("max_inflight"), "max_inflight", "must be at least 1"));
+    }
+    let size = g.queue.as_ref().and_then(|q| q.size).unwrap_or(0);
+    let timeout = g
+        .queue
+        .as_ref()
+        .and_then(|q| q.timeout)
+        .unwrap_or(Duration::from_secs(1));
+    if timeout.is_zero() && size > 0 {
+        return Err(c.err(at("queue.timeout"), "timeout", "must be greater than zero"));
+    }
+    Ok(Some(crate::edge::shed::ShedSettings {
+        max_inflight,
+        queue_size: size,
+        queue_timeout: timeout,
+    }))
 }
 
 fn validate_health_check(
@@ -409,24 +548,6 @@ fn validate_sticky(
     field: &str,
     s: &StickyFile,
 ) -> Result<StickySettings, ConfigError> {
-    let trusted_proxies = s
-        .trusted_proxies
-        .iter()
-        .map(|t| Cidr::parse(t).map_err(|m| c.err(format!("{field}.trusted_proxies"), t, m)))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(h) = &s.client_ip_header {
-        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            return Err(c.err(
-                format!("{field}.client_ip_header"),
-                h,
-                format!("`{h}` is not a valid header name"),
-            ));
-        }
-        if trusted_proxies.is_empty() {
-            return Err(c.err(format!("{field}.trusted_proxies"), h,
-                "client_ip_header needs trusted_proxies: a client could otherwise pick its own backend"));
-        }
-    }
     let lb_cookie = match &s.lb_cookie {
         None => None,
         Some(lc) => {
@@ -453,11 +574,7 @@ fn validate_sticky(
             Some(LbCookie { name, max_age })
         }
     };
-    Ok(StickySettings {
-        client_ip_header: s.client_ip_header.clone(),
-        trusted_proxies,
-        lb_cookie,
-    })
+    Ok(StickySettings { lb_cookie })
 }
 
 fn validate_route(
@@ -547,12 +664,61 @@ fn validate_route(
         (PathMatch::Any, Some(HostMatch::Exact(h) | HostMatch::Suffix(h))) => h.clone(),
         (PathMatch::Any, None) => format!("route{i}"),
     });
+    let rate_limit = match &r.rate_limit {
+        None => None,
+        Some(rl) => Some(validate_rate_limit(c, &at("rate_limit"), rl)?),
+    };
     Ok(Route {
         name,
         host,
         path,
         strip_prefix: r.strip_prefix,
         action,
+        rate_limit,
+    })
+}
+
+fn validate_rate_limit(
+    c: &Checker,
+    field: &str,
+    rl: &RateLimitFile,
+) -> Result<crate::edge::rate_limit::RateLimitSettings, ConfigError> {
+    use crate::edge::rate_limit::{RateKey, RateLimitSettings};
+    if !(rl.rate.is_finite() && rl.rate > 0.0) {
+        return Err(c.err(
+            format!("{field}.rate"),
+            "rate",
+            format!(
+                "must be a positive number of requests per second, got {}",
+                rl.rate
+            ),
+        ));
+    }
+    let burst = rl.burst.unwrap_or(rl.rate.max(1.0));
+    if !(burst.is_finite() && burst >= 1.0) {
+        return Err(c.err(
+            format!("{field}.burst"),
+            "burst",
+            format!("must be at least 1, got {burst}"),
+        ));
+    }
+    let max_keys = rl.max_keys.unwrap_or(100_000);
+    if max_keys == 0 {
+        return Err(c.err(
+            format!("{field}.max_keys"),
+            "max_keys",
+            "must be at least 1",
+        ));
+    }
+    let key = match rl.key.unwrap_or(RateKeyFile::ClientIp) {
+        RateKeyFile::ClientIp => RateKey::ClientIp,
+        RateKeyFile::Global => RateKey::Global,
+    };
+    Ok(RateLimitSettings {
+        rate: rl.rate,
+        burst,
+        key,
+        max_keys,
     })
 }
 

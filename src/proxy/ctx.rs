@@ -72,6 +72,12 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Status of a response the proxy wrote itself.
     pub local_status: Option<u16>,
+    /// The client's IP (socket peer, or from a trusted proxy's header).
+    pub client_ip: Option<IpAddr>,
+    /// Admission slot of an overload-limited group, held until the request ends.
+    pub slot: Option<crate::edge::shed::Slot>,
+    /// Request body bytes seen so far.
+    pub body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -89,6 +95,9 @@ impl RequestCtx {
             failed_open: false,
             upstream_status: None,
             local_status: None,
+            client_ip: None,
+            slot: None,
+            body_bytes: 0,
         }
     }
 

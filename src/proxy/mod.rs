@@ -1,10 +1,11 @@
 //! The `ProxyHttp` implementation: each Pingora hook delegates to routing, selection,
 //! health and logging; the policy lives in those modules.
 
+pub mod client_ip;
 pub mod ctx;
 pub mod respond;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::{Config, ProxySettings, RouteAction};
+use crate::edge::limits;
+use crate::edge::rate_limit::{self, RateLimiter};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::routing::{self, Router};
 use crate::selection::stats::Outcome;
@@ -38,6 +41,8 @@ pub struct Switchyard {
     settings: ProxySettings,
     via: Option<String>,
     metrics: Option<Arc<Metrics>>,
+    /// Rate limiter of each route (by route index).
+    limiters: Vec<Option<Arc<RateLimiter>>>,
 }
 
 impl Switchyard {
@@ -59,7 +64,21 @@ impl Switchyard {
             settings: config.proxy.clone(),
             via: config.proxy.via.as_ref().map(|v| format!("1.1 {v}")),
             metrics,
+            limiters: config
+                .routes
+                .iter()
+                .map(|r| r.rate_limit.map(|l| Arc::new(RateLimiter::new(l))))
+                .collect(),
         }
+    }
+
+    /// Each rate-limited route's name and limiter, for metrics.
+    pub fn rate_limiters(&self) -> Vec<(String, Arc<RateLimiter>)> {
+        self.route_names
+            .iter()
+            .zip(&self.limiters)
+            .filter_map(|(name, l)| l.as_ref().map(|l| (name.to_string(), l.clone())))
+            .collect()
     }
 
     fn group(&self, ctx: &RequestCtx) -> pingora_error::Result<&Arc<TargetGroup>> {
@@ -92,26 +111,36 @@ impl Switchyard {
         Bytes::from(body.to_string())
     }
 
-    /// The sticky key of this request for group `g`: the LB cookie's backend, or the client IP.
+    /// The sticky key of this request for `group`: the LB cookie's backend, or the client IP.
     fn sticky_key(
         &self,
         session: &Session,
         group: &TargetGroup,
         ctx: &mut RequestCtx,
     ) -> StickyKey {
-        let sticky = &group.config.sticky;
-        if let Some(cookie) = &sticky.lb_cookie {
-            if let Some(id) = read_cookie(session.req_header(), &cookie.name)
-                .and_then(|v| u64::from_str_radix(v, 16).ok())
-            {
+        if let Some(cookie) = &group.config.sticky.lb_cookie {
+            let id = read_cookie(session.req_header(), &cookie.name)
+                .and_then(|v| u64::from_str_radix(v, 16).ok());
+            if let Some(id) = id {
                 ctx.cookie_backend = Some(id);
                 return StickyKey::Cookie(cookie_key(id));
             }
         }
-        match client_ip(session, sticky) {
-            Some(ip) => StickyKey::from_ip(ip),
-            None => StickyKey::None,
-        }
+        ctx.client_ip.map(StickyKey::from_ip).unwrap_or_default()
+    }
+
+    /// Answer with `status` and a short text, remembering the status for logs and metrics.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        message: &str,
+        retry_after: Option<u64>,
+    ) -> pingora_error::Result<bool> {
+        ctx.local_status = Some(status);
+        respond::text_with(session, status, message, retry_after).await?;
+        Ok(true)
     }
 
     /// Feed the current attempt's outcome to its backend's stats (once per attempt) and
@@ -144,31 +173,6 @@ impl Switchyard {
             ctx.attempts() <= g.config.max_retries && ctx.attempts() < g.member_count() as u32
         })
     }
-}
-
-/// The client's IP: the socket peer, or the configured header when the peer is trusted.
-fn client_ip(session: &Session, sticky: &crate::config::StickySettings) -> Option<IpAddr> {
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())?;
-    if let Some(header) = &sticky.client_ip_header {
-        if sticky.trusted_proxies.iter().any(|c| c.contains(peer)) {
-            let forwarded = session
-                .req_header()
-                .headers
-                .get(header.as_str())
-                .and_then(|v| v.to_str().ok());
-            // The right-most address was added by the trusted proxy itself.
-            if let Some(ip) = forwarded
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(|s| s.trim().parse().ok())
-            {
-                return Some(ip);
-            }
-        }
-    }
-    Some(peer)
 }
 
 fn read_cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -215,34 +219,72 @@ impl ProxyHttp for Switchyard {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<bool> {
+        let raw = match session.as_downstream() {
+            pingora_core::protocols::http::server::Session::H1(h1) => {
+                Some(h1.get_headers_raw_bytes())
+            }
+            _ => None,
+        };
         let req = session.req_header();
-        let path = req.uri.path();
-        if routing::has_dot_segment(path) {
-            ctx.local_status = Some(400);
-            respond::text(
-                session,
-                400,
-                "bad request: dot segments and encoded slashes are not allowed in the path",
-            )
-            .await?;
-            return Ok(true);
+        if let Err(refusal) = limits::check(
+            req,
+            raw.as_deref(),
+            self.settings.max_header_bytes,
+            self.settings.max_body_bytes,
+        ) {
+            return self
+                .refuse(session, ctx, refusal.status(), refusal.message(), None)
+                .await;
         }
-        let Some(matched) = self.router.route(host_of(req), path) else {
-            ctx.local_status = Some(404);
-            respond::text(session, 404, "no route for this request").await?;
-            return Ok(true);
+        if routing::has_dot_segment(req.uri.path()) {
+            let msg = "bad request: dot segments and encoded slashes are not allowed in the path";
+            return self.refuse(session, ctx, 400, msg, None).await;
+        }
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| client_ip::resolve(a.ip(), req, &self.settings.client_ip));
+        let Some(matched) = self.router.route(host_of(req), req.uri.path()) else {
+            return self
+                .refuse(session, ctx, 404, "no route for this request", None)
+                .await;
         };
         ctx.route_name = Some(match matched.index {
             Some(i) => self.route_names[i].clone(),
             None => self.default_route_name.clone(),
         });
         ctx.strip_prefix = matched.strip_prefix.map(Arc::from);
-        match matched.action.clone() {
+        let action = matched.action.clone();
+        if let Some(limiter) = matched.index.and_then(|i| self.limiters[i].as_ref()) {
+            if let Err(wait) = limiter.check(ctx.client_ip, Instant::now()) {
+                if let (Some(m), Some(route)) = (&self.metrics, &ctx.route_name) {
+                    m.rate_limited(route);
+                }
+                let secs = rate_limit::retry_after_secs(wait);
+                return self
+                    .refuse(session, ctx, 429, "too many requests", Some(secs))
+                    .await;
+            }
+        }
+        match action {
             RouteAction::Forward(g) => {
                 ctx.group = Some(g);
                 let group = self.groups[g].clone();
                 if group.config.strategy == StrategyKind::Sticky {
                     ctx.sticky_key = self.sticky_key(session, &group, ctx);
+                }
+                if let Some(admission) = &group.admission {
+                    match admission.admit().await {
+                        Ok(slot) => ctx.slot = Some(slot),
+                        Err(_) => {
+                            if let Some(m) = &self.metrics {
+                                m.shed(&group.config.name);
+                            }
+                            return self
+                                .refuse(session, ctx, 503, "overloaded: try again shortly", Some(1))
+                                .await;
+                        }
+                    }
                 }
                 Ok(false)
             }
@@ -261,6 +303,26 @@ impl ProxyHttp for Switchyard {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        // Chunked bodies declare no length up front: count as they stream.
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > self.settings.max_body_bytes {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body too large",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -415,10 +477,15 @@ impl ProxyHttp for Switchyard {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if let Some(hsts) = &self.settings.hsts {
+            if downstream_scheme(session) == "https" {
+                resp.insert_header("strict-transport-security", hsts.as_str())?;
+            }
+        }
         if let Some(via) = &self.via {
             resp.append_header("via", via.as_str())?;
         }

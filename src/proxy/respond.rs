@@ -1,4 +1,4 @@
-//! Responses the proxy writes itself: the status page, fixed responses, errors.
+//! Responses the proxy writes itself: the status page, fixed responses, refusals.
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
@@ -11,10 +11,24 @@ pub async fn write(
     content_type: &str,
     body: Bytes,
 ) -> pingora_error::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4))?;
+    write_with(session, status, content_type, body, None).await
+}
+
+/// Like [`write`], with an optional `Retry-After` (seconds).
+pub async fn write_with(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    retry_after: Option<u64>,
+) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
+    if let Some(secs) = retry_after {
+        header.insert_header("retry-after", secs.to_string())?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)
@@ -25,8 +39,25 @@ pub async fn write(
     Ok(())
 }
 
-/// Write a short plain-text error.
+/// Write a short plain-text answer.
 pub async fn text(session: &mut Session, status: u16, message: &str) -> pingora_error::Result<()> {
+    text_with(session, status, message, None).await
+}
+
+/// Like [`text`], with an optional `Retry-After` (seconds).
+pub async fn text_with(
+    session: &mut Session,
+    status: u16,
+    message: &str,
+    retry_after: Option<u64>,
+) -> pingora_error::Result<()> {
     let body = Bytes::from(format!("{message}\n"));
-    write(session, status, "text/plain; charset=utf-8", body).await
+    write_with(
+        session,
+        status,
+        "text/plain; charset=utf-8",
+        body,
+        retry_after,
+    )
+    .await
 }

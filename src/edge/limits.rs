@@ -1,0 +1,216 @@
+//! Request limits checked before anything is forwarded: header size, declared body size and
+//! ambiguous framing.
+
+use pingora_http::RequestHeader;
+
+/// Why a request is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 431: the header section is larger than allowed.
+    HeadersTooLarge,
+    /// 413: the declared body is larger than allowed.
+    BodyTooLarge,
+    /// 400: both `Content-Length` and `Transfer-Encoding`, several differing lengths, or a
+    /// transfer coding other than a final `chunked` (request-smuggling shapes).
+    AmbiguousFraming,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::HeadersTooLarge => 431,
+            Refusal::BodyTooLarge => 413,
+            Refusal::AmbiguousFraming => 400,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::HeadersTooLarge => "request header fields too large",
+            Refusal::BodyTooLarge => "request body too large",
+            Refusal::AmbiguousFraming => {
+                "bad request: ambiguous message framing (Content-Length / Transfer-Encoding)"
+            }
+        }
+    }
+}
+
+/// Size of the request line and header section as received (approximately: CRLFs and
+/// separators included).
+pub fn header_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    line + req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+}
+
+/// Whether the raw header section has a `Content-Length` field. Pingora drops
+/// `Content-Length` when `Transfer-Encoding` is present (RFC 9112 6.3 allows that); we
+/// refuse such requests outright, so the raw bytes are checked.
+pub fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+/// Check `req` (with its raw header bytes, when known) against the limits.
+pub fn check(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    max_header_bytes: usize,
+    max_body_bytes: u64,
+) -> Result<(), Refusal> {
+    if header_bytes(req) > max_header_bytes {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    let te: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let cl: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if !te.is_empty() {
+        if !cl.is_empty() || raw.is_some_and(raw_has_content_length) {
+            return Err(Refusal::AmbiguousFraming);
+        }
+        // Only `chunked` as the final coding frames a request body (RFC 9112 6.3).
+        let codings: Vec<String> = te
+            .iter()
+            .flat_map(|v| {
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if codings.last().map(String::as_str) != Some("chunked")
+            || codings.iter().filter(|c| *c == "chunked").count() > 1
+        {
+            return Err(Refusal::AmbiguousFraming);
+        }
+    }
+    if !cl.is_empty() {
+        let mut value: Option<u64> = None;
+        for raw in cl {
+            for part in String::from_utf8_lossy(raw).split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Refusal::AmbiguousFraming);
+                }
+                let n: u64 = part.parse().map_err(|_| Refusal::AmbiguousFraming)?;
+                if value.is_some_and(|v| v != n) {
+                    return Err(Refusal::AmbiguousFraming);
+                }
+                value = Some(n);
+            }
+        }
+        if value.is_some_and(|v| v > max_body_bytes) {
+            return Err(Refusal::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/x", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(
+            check(&req(&[("content-length", "5")]), None, 1 << 20, 100),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &req(&[("transfer-encoding", "chunked")]),
+                None,
+                1 << 20,
+                100
+            ),
+            Ok(())
+        );
+        let both = req(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
+        assert_eq!(
+            check(&both, None, 1 << 20, 100),
+            Err(Refusal::AmbiguousFraming)
+        );
+        assert_eq!(
+            check(
+                &req(&[("content-length", "5"), ("content-length", "6")]),
+                None,
+                1 << 20,
+                100
+            ),
+            Err(Refusal::AmbiguousFraming)
+        );
+        assert_eq!(
+            check(&req(&[("content-length", "5, 5")]), None, 1 << 20, 100),
+            Ok(())
+        );
+        assert_eq!(
+            check(&req(&[("content-length", "+5")]), None, 1 << 20, 100),
+            Err(Refusal::AmbiguousFraming)
+        );
+        assert_eq!(
+            check(
+                &req(&[("transfer-encoding", "chunked, gzip")]),
+                None,
+                1 << 20,
+                100
+            ),
+            Err(Refusal::AmbiguousFraming)
+        );
+        assert_eq!(
+            check(
+                &req(&[("transfer-encoding", "xchunked")]),
+                None,
+                1 << 20,
+                100
+            ),
+            Err(Refusal::AmbiguousFraming)
+        );
+    }
+
+    #[test]
+    fn content_length_removed_by_the_parser_is_still_seen() {
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let te_only = req(&[("transfer-encoding", "chunked")]);
+        assert_eq!(
+            check(&te_only, Some(raw), 1 << 20, 100),
+            Err(Refusal::AmbiguousFraming)
+        );
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn size_limits() {
+        assert_eq!(
+            check(&req(&[("content-length", "101")]), None, 1 << 20, 100),
+            Err(Refusal::BodyTooLarge)
+        );
+        let big = "a".repeat(5000);
+        assert_eq!(
+            check(&req(&[("x-big", &big)]), None, 4096, 100),
+            Err(Refusal::HeadersTooLarge)
+        );
+    }
+}

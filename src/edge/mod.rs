@@ -1,0 +1,8 @@
+//! What stands between clients and backends: TLS termination, the HTTP→HTTPS redirect,
+//! per-route rate limits, per-group overload shedding and request limits.
+
+pub mod limits;
+pub mod rate_limit;
+pub mod redirect;
+pub mod shed;
+pub mod tls;

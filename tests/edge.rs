@@ -1,0 +1,368 @@
+//! The edge: TLS termination with HTTP/2, the HTTP→HTTPS redirect, token-bucket rate limits,
+//! overload shedding and request limits, through a real switchyard and real backends.
+
+mod support;
+use std::time::{Duration, Instant};
+
+use backend_server::RunningBackend;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Send raw bytes and return what came back within 5 s (until close or 64 KiB).
+async fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got < buf.len() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf[got..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got += n;
+                if String::from_utf8_lossy(&buf[..got]).contains("\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&buf[..got]).to_string()
+}
+
+fn served(backends: &[&RunningBackend]) -> u64 {
+    backends.iter().map(|b| b.state().requests_served()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_reaches_the_right_backend_over_http2_with_hsts() {
+    let (cert, key) = switchyard::edge::tls::self_signed("switchyard-test-tls").unwrap();
+    let a = backend("a", 0).await;
+    let b = backend("b", 0).await;
+    let tls_port = free_port();
+    let sy = Switchyard::start(&format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:{{PORT}}
+  - address: 127.0.0.1:{tls_port}
+    tls:
+      cert: {}
+      key: {}
+proxy:
+  hsts:
+    max_age: 365d
+target_groups:
+  - name: one
+    backends:
+{}  - name: two
+    backends:
+{}routes:
+  - path_prefix: /one
+    target_group: one
+  - path_prefix: /two
+    target_group: two
+"#,
+        cert.display(),
+        key.display(),
+        backend_list(&[&a]),
+        backend_list(&[&b])
+    ))
+    .await;
+    // The TLS listener starts beside the plain one; wait for it too.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let tls_client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .resolve(
+            "localhost",
+            format!("127.0.0.1:{tls_port}").parse().unwrap(),
+        )
+        .build()
+        .unwrap();
+    let resp = tls_client
+        .get(format!("https://localhost:{tls_port}/two/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
+    assert_eq!(resp.headers()["x-backend"], "b");
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["forwarded_proto"], "https");
+    // Plain HTTP on the other listener still works, without HSTS.
+    let plain = get(&client(None), &sy.url("/one")).await;
+    assert_eq!(plain.backend.as_deref(), Some("a"));
+    assert!(plain.headers.get("strict-transport-security").is_none());
+    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_http_is_redirected_to_https_with_host_path_and_query() {
+    let a = backend("a", 0).await;
+    let redirect_port = free_port();
+    let sy = Switchyard::start(&format!(
+        "listeners:\n  - address: 127.0.0.1:{{PORT}}\n  - address: 127.0.0.1:{redirect_port}\n    redirect_https:\n      port: 8443\n      status: 308\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
+        backend_list(&[&a])
+    ))
+    .await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_follow
+        .get(format!(
+            "http://127.0.0.1:{redirect_port}/cluster1/a?b=1&c=2"
+        ))
+        .header("host", "shop.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        "https://shop.example:8443/cluster1/a?b=1&c=2"
+    );
+    assert_eq!(
+        a.state().requests_served(),
+        0,
+        "a redirect never reaches a backend"
+    );
+    drop(sy);
+}
+
+async fn limited_proxy() -> (Switchyard, RunningBackend) {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:{{PORT}}
+proxy:
+  client_ip:
+    header: X-Forwarded-For
+    trusted_proxies: ["127.0.0.1/32"]
+target_groups:
+  - name: g
+    backends:
+{}routes:
+  - path_prefix: /limited
+    target_group: g
+    rate_limit:
+      rate: 50
+      burst: 10
+      key: global
+  - path_prefix: /per-client
+    target_group: g
+    rate_limit:
+      rate: 1
+      burst: 1
+      key: client_ip
+      max_keys: 1000
+  - path_prefix: /other
+    target_group: g
+"#,
+        backend_list(&[&a])
+    ))
+    .await;
+    (sy, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_gets_the_bucket_and_the_rest_429_with_retry_after() {
+    let (sy, _a) = limited_proxy().await;
+    let started = Instant::now();
+    let answers = load(&sy.url("/limited"), 100, 10).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
+    // Exactly the burst, plus what refilled while the burst ran.
+    let refill = (50.0 * elapsed).ceil() as usize;
+    assert!(
+        ok >= 10 && ok <= 10 + refill,
+        "{ok} allowed in {elapsed:.3} s"
+    );
+    assert_eq!(ok + limited.len(), 100);
+    assert!(limited
+        .iter()
+        .all(|a| a.headers.get("retry-after").is_some_and(|v| v == "1")));
+    // Another route is unaffected.
+    let other = load(&sy.url("/other"), 50, 5).await;
+    assert!(other.iter().all(|a| a.status == 200));
+    let m = sy.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "lb_rate_limited_total", &[("route", "/limited")]),
+        limited.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_client_limits_keep_memory_bounded_over_10000_clients() {
+    let (sy, _a) = limited_proxy().await;
+    let c = client(None);
+    // 10 000 distinct clients, named by the trusted proxy (us) in X-Forwarded-For.
+    let mut first_ok = 0;
+    for i in 0..10_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        let r = c
+            .get(sy.url("/per-client"))
+            .header("x-forwarded-for", ip.to_string())
+            .send()
+            .await
+            .unwrap();
+        first_ok += (r.status() == 200) as u32;
+    }
+    assert_eq!(first_ok, 10_000, "every new client has a full bucket");
+    // The same client twice in a row is limited.
+    let again = c
+        .get(sy.url("/per-client"))
+        .header("x-forwarded-for", "10.0.39.15")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 429);
+    let m = sy.metrics().await;
+    let keys = metric_sum(&m, "lb_rate_limit_keys", &[("route", "/per-client")]);
+    assert!(keys > 0.0 && keys <= 1000.0 + 16.0, "tracked keys {keys}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saturated_group_sheds_with_503_while_another_keeps_serving() {
+    let slow = backend("slow", 1500).await;
+    let fast = backend("fast", 0).await;
+    let sy = Switchyard::start(&format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:{{PORT}}
+target_groups:
+  - name: slow
+    max_inflight: 2
+    queue:
+      size: 2
+      timeout: 200ms
+    backends:
+{}  - name: fast
+    backends:
+{}routes:
+  - path_prefix: /slow
+    target_group: slow
+  - path_prefix: /fast
+    target_group: fast
+"#,
+        backend_list(&[&slow]),
+        backend_list(&[&fast])
+    ))
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let url = sy.url("/slow");
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let a = get(&client(None), &url).await;
+            (a, t.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The other group answers at once while `slow` is saturated.
+    let t = Instant::now();
+    let fast_answers = load(&sy.url("/fast"), 20, 4).await;
+    assert!(fast_answers.iter().all(|a| a.status == 200));
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "fast group slowed to {:?}",
+        t.elapsed()
+    );
+    let mut ok = 0;
+    let mut shed = 0;
+    for task in tasks {
+        let (a, took) = task.await.unwrap();
+        match a.status {
+            200 => ok += 1,
+            503 => {
+                shed += 1;
+                assert!(
+                    took < Duration::from_millis(1000),
+                    "a shed request waited {took:?}"
+                );
+                assert_eq!(
+                    a.headers.get("retry-after").map(|v| v.to_str().unwrap()),
+                    Some("1")
+                );
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!(ok, 2, "exactly max_inflight requests were served");
+    assert_eq!(shed, 8);
+    let m = sy.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "lb_shed_total", &[("target_group", "slow")]),
+        8.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&format!(
+        "listeners:\n  - address: 127.0.0.1:{{PORT}}\nproxy:\n  max_header_bytes: 8192\n  max_body_bytes: 1000\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
+        backend_list(&[&a])
+    ))
+    .await;
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    assert!(raw(sy.port, big_header.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 431"));
+    let big_body = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n";
+    assert!(raw(sy.port, big_body.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 413"));
+    let both = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert!(raw(sy.port, both.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 400"));
+    let two_lengths =
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello";
+    let answer = raw(sy.port, two_lengths.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer:?}"
+    );
+    let obfuscated_te =
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n";
+    let answer = raw(sy.port, obfuscated_te.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer:?}"
+    );
+    assert_eq!(served(&[&a]), 0, "a refused request reached the backend");
+
+    // A chunked body over the limit is cut off with 413.
+    let mut chunked =
+        String::from("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..5 {
+        chunked.push_str(&format!("190\r\n{}\r\n", "b".repeat(400)));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let answer = raw(sy.port, chunked.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 413"),
+        "{answer:?}"
+    );
+    // And the proxy keeps serving.
+    assert_eq!(get(&client(None), &sy.url("/ok")).await.status, 200);
+}
