@@ -13,6 +13,7 @@ pub mod demo;
 pub mod discovery;
 pub mod edge;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

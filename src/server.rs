@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError, ListenerKind};
 use crate::demo::DemoBackends;
 use crate::edge::redirect::RedirectApp;
 use crate::edge::tls;
+use crate::lifecycle::{Draining, PhaseWatcher};
 use crate::metrics::Metrics;
 use crate::proxy::Switchyard;
 use crate::target_group::TargetGroup;
@@ -66,7 +67,10 @@ pub fn build(
         .collect();
     discover_once(&groups)?;
 
-    let switchyard = Switchyard::new(&config, groups.clone(), metrics.clone());
+    let draining = Draining::default();
+    let watcher = PhaseWatcher::new(server.watch_execution_phase(), draining.clone());
+    server.add_service(background_service("lifecycle", watcher));
+    let switchyard = Switchyard::new(&config, groups.clone(), metrics.clone(), draining);
     let limiters = switchyard.rate_limiters();
     let mut proxy =
         http_proxy_service_with_name(&server.configuration, switchyard, "switchyard proxy");

@@ -261,3 +261,73 @@ fn a_bad_config_exits_before_binding() {
     // The port was never bound: we can bind it ourselves.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+#[test]
+fn unreadable_tls_certificate() {
+    let yaml = mutate("  - address: 127.0.0.1:18999\n", "  - address: 127.0.0.1:18999\n    tls:\n      cert: /nonexistent/cert.pem\n      key: /nonexistent/key.pem\n");
+    assert_rejected(
+        &yaml,
+        "listeners[0].tls.cert",
+        "cannot read /nonexistent/cert.pem",
+        Some(6),
+    );
+}
+
+#[test]
+fn tls_without_a_certificate() {
+    let yaml = mutate(
+        "  - address: 127.0.0.1:18999\n",
+        "  - address: 127.0.0.1:18999\n    tls: {}\n",
+    );
+    assert_rejected(&yaml, "listeners[0].tls", "give `cert` and `key`", None);
+}
+
+#[test]
+fn a_bad_certificate_stops_a_real_start_too() {
+    let dir = TempDir::new();
+    let not_pem = dir.write("cert.pem", "this is not a certificate");
+    let yaml = mutate(
+        "  - address: 127.0.0.1:18999\n",
+        &format!(
+            "  - address: 127.0.0.1:18999\n    tls:\n      cert: {0}\n      key: {0}\n",
+            not_pem.display()
+        ),
+    );
+    let path = dir.write("bad.yaml", &yaml);
+    let out = Command::new(switchyard_bin())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("listeners[0].tls.cert") && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn rate_limit_and_shedding_values_are_checked() {
+    let yaml = mutate(
+        "    target_group: cluster1\n",
+        "    target_group: cluster1\n    rate_limit:\n      rate: 0\n",
+    );
+    assert_rejected(
+        &yaml,
+        "routes[0].rate_limit.rate",
+        "must be a positive number",
+        None,
+    );
+    let yaml = mutate(
+        "    strategy: round_robin\n",
+        "    strategy: round_robin\n    queue:\n      size: 3\n",
+    );
+    assert_rejected(
+        &yaml,
+        "target_groups[0].queue",
+        "needs `max_inflight`",
+        None,
+    );
+}

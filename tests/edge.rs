@@ -366,3 +366,30 @@ async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
     // And the proxy keeps serving.
     assert_eq!(get(&client(None), &sy.url("/ok")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_trickling_its_body_is_dropped_after_the_body_timeout() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&format!(
+        "listeners:\n  - address: 127.0.0.1:{{PORT}}\nproxy:\n  client_body_timeout: 1s\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
+        backend_list(&[&a])
+    ))
+    .await;
+    let started = Instant::now();
+    // Promise 100 bytes, send 10, then stall.
+    let answer = raw(
+        sy.port,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the stalled client was kept {took:?}"
+    );
+    assert_eq!(get(&client(None), &sy.url("/ok")).await.status, 200);
+}

@@ -158,6 +158,17 @@ async fn serve_any(State(state): State<Arc<BackendState>>, req: Request) -> Resp
     tokio::time::sleep(behaviour.sample_delay()).await;
     state.requests_served.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    // Read the whole body, as an upload endpoint would (bounded at 64 MiB).
+    let body_bytes = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b.len(),
+        Err(e) => {
+            let msg =
+                json!({"backend": state.name, "error": format!("reading the body failed: {e}")});
+            return with_backend_header(&state, (StatusCode::BAD_REQUEST, Json(msg)));
+        }
+    };
+    let req = Request::from_parts(parts, axum::body::Body::empty());
     if behaviour.roll_error() {
         let status = StatusCode::from_u16(behaviour.error_status)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -169,6 +180,7 @@ async fn serve_any(State(state): State<Arc<BackendState>>, req: Request) -> Resp
         "path": path,
         "query": req.uri().query(),
         "method": req.method().as_str(),
+        "body_bytes": body_bytes,
         "hostname": state.hostname,
         "forwarded_for": header_str(&req, "x-forwarded-for"),
         "forwarded_proto": header_str(&req, "x-forwarded-proto"),

@@ -138,6 +138,9 @@ pub struct ProxyFile {
     pub client_ip: ClientIpFile,
     /// Add `Strict-Transport-Security` to responses sent over TLS.
     pub hsts: Option<HstsFile>,
+    /// Longest wait for the next bytes of a request body (default 30s); slower clients get 408.
+    #[serde(default, with = "humantime_serde")]
+    pub client_body_timeout: Option<Duration>,
 }
 
 /// Where the client IP comes from.

@@ -63,6 +63,7 @@ pub struct ProxySettings {
     pub client_ip: ClientIpSettings,
     /// The `Strict-Transport-Security` value for TLS responses, if enabled.
     pub hsts: Option<String>,
+    pub client_body_timeout: std::time::Duration,
 }
 
 /// Where the client IP comes from.

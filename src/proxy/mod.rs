@@ -19,6 +19,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::config::{Config, ProxySettings, RouteAction};
 use crate::edge::limits;
 use crate::edge::rate_limit::{self, RateLimiter};
+use crate::lifecycle::Draining;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::routing::{self, Router};
 use crate::selection::stats::Outcome;
@@ -43,6 +44,7 @@ pub struct Switchyard {
     metrics: Option<Arc<Metrics>>,
     /// Rate limiter of each route (by route index).
     limiters: Vec<Option<Arc<RateLimiter>>>,
+    draining: Draining,
 }
 
 impl Switchyard {
@@ -50,6 +52,7 @@ impl Switchyard {
         config: &Config,
         groups: Vec<Arc<TargetGroup>>,
         metrics: Option<Arc<Metrics>>,
+        draining: Draining,
     ) -> Self {
         let route_names = config
             .routes
@@ -69,6 +72,7 @@ impl Switchyard {
                 .iter()
                 .map(|r| r.rate_limit.map(|l| Arc::new(RateLimiter::new(l))))
                 .collect(),
+            draining,
         }
     }
 
@@ -212,6 +216,16 @@ impl ProxyHttp for Switchyard {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        // Bound each wait for request-body bytes, so a client trickling its body is dropped.
+        session.set_read_timeout(Some(self.settings.client_body_timeout));
+        Ok(())
     }
 
     async fn request_filter(
@@ -481,6 +495,11 @@ impl ProxyHttp for Switchyard {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if self.draining.is_draining() || session.is_process_shutting_down() {
+            // Handing over: tell the client not to reuse this connection.
+            resp.insert_header("connection", "close")?;
+            session.set_keepalive(None);
+        }
         if let Some(hsts) = &self.settings.hsts {
             if downstream_scheme(session) == "https" {
                 resp.insert_header("strict-transport-security", hsts.as_str())?;
@@ -541,6 +560,7 @@ impl ProxyHttp for Switchyard {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
                     _ => 400,
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
@@ -553,6 +573,8 @@ impl ProxyHttp for Switchyard {
                 504 => "upstream timed out",
                 502 => "upstream failed",
                 400 => "bad request",
+                408 => "request timeout: the request body arrived too slowly",
+                413 => "request body too large",
                 _ => "error",
             };
             let _ = respond::text(session, code, message).await;

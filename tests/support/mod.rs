@@ -225,6 +225,31 @@ impl Switchyard {
             .unwrap()
     }
 
+    /// The configuration file this instance runs with.
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.path().join("switchyard.yaml")
+    }
+
+    /// Start a new process that takes over this one's listeners (`-u`), as a graceful upgrade
+    /// does; the caller then sends SIGQUIT to this one.
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("switchyard-upgraded.log")).unwrap();
+        Command::new(switchyard_bin())
+            .arg("-u")
+            .arg("-c")
+            .arg(self.conf_path())
+            .env("RUST_LOG", "info,pingora_proxy=error")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn upgraded switchyard")
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
