@@ -23,6 +23,8 @@ fn group(strategy: StrategyKind, n: usize) -> TargetGroup {
         name: "bench".into(),
         strategy,
         backends,
+        ec2: None,
+        deregistration_delay: Duration::from_secs(300),
         health_check: HealthCheckSettings {
             enabled: false,
             path: "/health".into(),

@@ -20,6 +20,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The EC2 API emulator for the AWS tests.
+if ! command -v moto_server >/dev/null; then
+  echo "installing: moto[server] (pip)"
+  python3 -m pip install --quiet "moto[server]"
+fi
+
+# AWS tests talk only to the emulator: never reach for instance metadata or real credentials.
+export AWS_EC2_METADATA_DISABLED=true
+
 # Every test binds only loopback; give the suite enough file descriptors.
 ulimit -n 65536 2>/dev/null || true
 

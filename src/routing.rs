@@ -10,6 +10,7 @@ pub const DEFAULT_ROUTE_NAME: &str = "default";
 pub struct Router {
     routes: Vec<Route>,
     default: Option<RouteAction>,
+    uses_host: bool,
 }
 
 /// The route a request matched.
@@ -25,7 +26,12 @@ pub struct Matched<'a> {
 
 impl Router {
     pub fn new(routes: Vec<Route>, default: Option<RouteAction>) -> Self {
-        Self { routes, default }
+        let uses_host = routes.iter().any(|r| r.host.is_some());
+        Self {
+            routes,
+            default,
+            uses_host,
+        }
     }
 
     /// The routes, in matching order.
@@ -35,7 +41,12 @@ impl Router {
 
     /// The first route matching `host` (a Host header, port allowed) and `path`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<Matched<'_>> {
-        let host = host.map(normalize_host);
+        // Normalising the host allocates; do it only when some rule looks at it.
+        let host = if self.uses_host {
+            host.map(normalize_host)
+        } else {
+            None
+        };
         for (i, r) in self.routes.iter().enumerate() {
             let host_ok = match (&r.host, &host) {
                 (None, _) => true,
@@ -116,11 +127,36 @@ pub fn strip_prefix(path_and_query: &str, prefix: &str) -> String {
 /// rather than guessed at: routing on `/cluster1/../cluster2` would send a request for
 /// `cluster2` to `cluster1`'s backends.
 pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    }) || path.to_ascii_lowercase().contains("%2f")
+    let bytes = path.as_bytes();
+    // Encoded slashes anywhere.
+    if bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'f' || w[2] == b'F'))
+    {
+        return true;
+    }
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, with each dot possibly written `%2e`/`%2E`.
+fn is_dot_segment(seg: &str) -> bool {
+    let mut dots = 0;
+    let mut rest = seg.as_bytes();
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3
+            && rest[0] == b'%'
+            && rest[1] == b'2'
+            && (rest[2] == b'e' || rest[2] == b'E')
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use pingora_load_balancing::{Backend, Backends};
 
 use crate::config::TargetGroupConfig;
-use crate::discovery::StaticList;
+use crate::discovery::{Ec2Discovery, StaticList};
 use crate::edge::shed::Admission;
 use crate::health::ProbeCheck;
 use crate::metrics::Metrics;
-use crate::selection::stats::{stats_of, BackendStats, StatsRegistry};
+use crate::selection::stats::{stats_of, BackendStats, Lifecycle, StatsRegistry};
 use crate::selection::{GroupSelector, GroupShared, Selected};
+use pingora_load_balancing::discovery::ServiceDiscovery;
 
 /// How long the stats of a backend that left the group are kept in case it comes back.
 pub const STATS_RETENTION: Duration = Duration::from_secs(300);
@@ -44,6 +45,8 @@ pub struct BackendView {
     pub requests: u64,
     pub failures: u64,
     pub requests_last_minute: u64,
+    /// `active`, `initial` (waiting for health checks) or `draining`.
+    pub lifecycle: Lifecycle,
 }
 
 /// The backend chosen for one attempt.
@@ -58,8 +61,15 @@ impl TargetGroup {
     /// Build the group from its configuration (backends are discovered by [`Self::refresh`]).
     pub fn new(config: TargetGroupConfig, metrics: Option<Arc<Metrics>>) -> Self {
         let registry = Arc::new(StatsRegistry::new(config.latency));
-        let discovery = StaticList::new(config.backends.clone(), registry.clone());
-        let mut backends = Backends::new(Box::new(discovery));
+        let discovery: Box<dyn ServiceDiscovery + Send + Sync> = match &config.ec2 {
+            Some(ec2) => Box::new(Ec2Discovery::new(
+                ec2.clone(),
+                config.deregistration_delay,
+                registry.clone(),
+            )),
+            None => Box::new(StaticList::new(config.backends.clone(), registry.clone())),
+        };
+        let mut backends = Backends::new(discovery);
         if config.health_check.enabled {
             let check = ProbeCheck::new(
                 &config.name,
@@ -115,7 +125,12 @@ impl TargetGroup {
         if !self.config.fail_open {
             return None;
         }
-        let b = self.selector.select(key, &|b, _| untried(b))?;
+        // Failing open never reaches a backend that left discovery.
+        let not_draining =
+            |b: &Backend| stats_of(b).is_none_or(|s| s.lifecycle() != Lifecycle::Draining);
+        let b = self
+            .selector
+            .select(key, &|b, _| untried(b) && not_draining(b))?;
         if self.healthy_count() == 0 && !self.failing_open.swap(true, Relaxed) {
             log::warn!(
                 "group {}: every backend is unhealthy; failing open and sending to all of them",
@@ -166,6 +181,7 @@ impl TargetGroup {
                     requests: stats.requests(),
                     failures: stats.failures(),
                     requests_last_minute: stats.requests_within(Duration::from_secs(60), now),
+                    lifecycle: stats.lifecycle(),
                 })
             })
             .collect()
@@ -231,10 +247,34 @@ impl TargetGroup {
         Ok(changed)
     }
 
-    /// One pass of active health checks over every member, in parallel.
+    /// One pass of active health checks over every member, in parallel; then newly
+    /// discovered backends that passed `healthy_threshold` checks start taking traffic.
     pub async fn run_health_checks(&self) {
         if self.config.health_check.enabled {
             self.selector.backends().run_health_check(true).await;
+        }
+        self.promote_initial();
+    }
+
+    /// Enable `initial` backends that passed enough checks (at once without checks).
+    fn promote_initial(&self) {
+        let backends = self.selector.backends();
+        let needed = if self.config.health_check.enabled {
+            self.config.health_check.healthy_threshold
+        } else {
+            0
+        };
+        for b in backends.get_backend().iter() {
+            let Some(s) = stats_of(b) else { continue };
+            if s.lifecycle() == Lifecycle::Initial && s.probe_streak() >= needed {
+                s.set_lifecycle(Lifecycle::Active);
+                backends.set_enable(b, true);
+                log::info!(
+                    "group {}: backend {} passed its health checks and takes traffic",
+                    self.config.name,
+                    s.addr()
+                );
+            }
         }
     }
 }

@@ -229,7 +229,7 @@ fn missing_file_is_an_error() {
 
 #[test]
 fn shipped_configs_pass_the_check() {
-    for conf in ["conf/switchyard.yaml", "conf/demo.yaml"] {
+    for conf in ["conf/switchyard.yaml", "conf/demo.yaml", "conf/ec2.yaml"] {
         let path = format!("{}/{conf}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(switchyard_bin())
             .args(["-t", "-c", &path])

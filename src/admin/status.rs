@@ -64,6 +64,7 @@ fn group_json(g: &TargetGroup, now: Instant) -> Value {
                 "address": v.addr.to_string(),
                 "weight": v.weight,
                 "healthy": v.healthy,
+                "state": v.lifecycle.as_str(),
                 "ejected": v.ejected,
                 "inflight": v.inflight,
                 "ewma_ms": round3(v.ewma.as_secs_f64() * 1e3),

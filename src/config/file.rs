@@ -185,8 +185,15 @@ pub struct TargetGroupFile {
     pub name: String,
     #[serde(default)]
     pub strategy: StrategyFile,
+    /// Static backends (or use `ec2`).
     #[serde(default)]
     pub backends: Vec<BackendFile>,
+    /// Discover backends among EC2 instances instead of listing them.
+    pub ec2: Option<Ec2File>,
+    /// How long a backend that left discovery keeps finishing its in-flight requests
+    /// (default 300s, as an ALB's deregistration delay).
+    #[serde(default, with = "humantime_serde")]
+    pub deregistration_delay: Option<Duration>,
     #[serde(default)]
     pub health_check: HealthCheckFile,
     #[serde(default)]
@@ -224,6 +231,48 @@ pub struct QueueFile {
     /// Longest wait before 503 (default 1s).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+}
+
+/// EC2 discovery, in the spirit of Prometheus' `ec2_sd_config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2File {
+    /// AWS region (default: the SDK's default chain).
+    pub region: Option<String>,
+    /// Endpoint override, e.g. an EC2 API emulator for tests.
+    pub endpoint: Option<String>,
+    /// Named profile from the shared AWS config files.
+    pub profile: Option<String>,
+    /// Role to assume with STS.
+    pub role_arn: Option<String>,
+    /// DescribeInstances filters, e.g. `{name: "tag:Cluster", values: ["Cluster1"]}`.
+    #[serde(default)]
+    pub filters: Vec<Ec2FilterFile>,
+    /// Port of the service on each instance (default 80).
+    pub port: Option<u16>,
+    /// `private` (default) or `public` IP address.
+    pub address: Option<Ec2AddressFile>,
+    /// How often to call DescribeInstances (default 60s).
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_interval: Option<Duration>,
+    /// Keep the last good set when an answer is empty (default true).
+    pub keep_last_on_empty: Option<bool>,
+}
+
+/// One DescribeInstances filter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2FilterFile {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// Which instance address to use.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ec2AddressFile {
+    Private,
+    Public,
 }
 
 /// One backend address.

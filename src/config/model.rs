@@ -78,7 +78,12 @@ pub struct ClientIpSettings {
 pub struct TargetGroupConfig {
     pub name: String,
     pub strategy: StrategyKind,
+    /// Static backends (empty when discovered).
     pub backends: Vec<BackendSpec>,
+    /// EC2 discovery, when configured instead of static backends.
+    pub ec2: Option<Ec2Settings>,
+    /// How long a backend that left discovery may finish its in-flight requests.
+    pub deregistration_delay: Duration,
     pub health_check: HealthCheckSettings,
     pub passive: PassiveSettings,
     pub fail_open: bool,
@@ -88,6 +93,21 @@ pub struct TargetGroupConfig {
     pub sticky: StickySettings,
     /// Overload shedding, when `max_inflight` is set.
     pub shed: Option<ShedSettings>,
+}
+
+/// EC2 discovery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Settings {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub profile: Option<String>,
+    pub role_arn: Option<String>,
+    /// (name, values) passed to DescribeInstances, plus `instance-state-name=running`.
+    pub filters: Vec<(String, Vec<String>)>,
+    pub port: u16,
+    pub public_address: bool,
+    pub refresh_interval: Duration,
+    pub keep_last_on_empty: bool,
 }
 
 /// A configured backend.

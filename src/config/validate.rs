@@ -329,11 +329,25 @@ fn validate_group(
             ),
         ));
     }
-    if g.backends.is_empty() {
+    let ec2 = match &g.ec2 {
+        Some(_) if !g.backends.is_empty() => {
+            return Err(c.err(
+                at("ec2"),
+                "ec2:",
+                "give either `backends` or `ec2`, not both",
+            ));
+        }
+        Some(e) => Some(validate_ec2(c, &at("ec2"), e)?),
+        None => None,
+    };
+    if g.backends.is_empty() && ec2.is_none() {
         return Err(c.err(
             at("backends"),
             &format!("name: {}", g.name),
-            format!("target group `{}` has no backends", g.name),
+            format!(
+                "target group `{}` has no backends (list `backends` or configure `ec2` discovery)",
+                g.name
+            ),
         ));
     }
     let mut backends = Vec::with_capacity(g.backends.len());
@@ -423,6 +437,8 @@ fn validate_group(
         name: g.name.clone(),
         strategy: StrategyKind::from(g.strategy),
         backends,
+        ec2,
+        deregistration_delay: g.deregistration_delay.unwrap_or(Duration::from_secs(300)),
         health_check,
         passive,
         fail_open: g.fail_open.unwrap_or(true),
@@ -431,6 +447,62 @@ fn validate_group(
         latency,
         sticky,
         shed: validate_shed(c, i, g)?,
+    })
+}
+
+fn validate_ec2(c: &Checker, field: &str, e: &Ec2File) -> Result<Ec2Settings, ConfigError> {
+    if e.filters.is_empty() {
+        return Err(c.err(format!("{field}.filters"), "filters",
+            "at least one filter is required (e.g. tag:Cluster), or every instance of the account would be a backend"));
+    }
+    for (i, f) in e.filters.iter().enumerate() {
+        if f.name.trim().is_empty() || f.values.is_empty() {
+            return Err(c.err(
+                format!("{field}.filters[{i}]"),
+                &f.name,
+                "a filter needs a name and at least one value",
+            ));
+        }
+    }
+    if let Some(endpoint) = &e.endpoint {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(c.err(
+                format!("{field}.endpoint"),
+                endpoint,
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    let refresh_interval = e.refresh_interval.unwrap_or(Duration::from_secs(60));
+    if refresh_interval < Duration::from_secs(1) {
+        return Err(c.err(
+            format!("{field}.refresh_interval"),
+            "refresh_interval",
+            "must be at least 1s",
+        ));
+    }
+    let port = e.port.unwrap_or(80);
+    if port == 0 {
+        return Err(c.err(
+            format!("{field}.port"),
+            "port",
+            "must be a TCP port (1-65535)",
+        ));
+    }
+    Ok(Ec2Settings {
+        region: e.region.clone(),
+        endpoint: e.endpoint.clone(),
+        profile: e.profile.clone(),
+        role_arn: e.role_arn.clone(),
+        filters: e
+            .filters
+            .iter()
+            .map(|f| (f.name.clone(), f.values.clone()))
+            .collect(),
+        port,
+        public_address: matches!(e.address, Some(Ec2AddressFile::Public)),
+        refresh_interval,
+        keep_last_on_empty: e.keep_last_on_empty.unwrap_or(true),
     })
 }
 

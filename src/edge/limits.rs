@@ -38,7 +38,14 @@ impl Refusal {
 /// Size of the request line and header section as received (approximately: CRLFs and
 /// separators included).
 pub fn header_bytes(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let target = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(1)
+        + req.uri.authority().map(|a| a.as_str().len()).unwrap_or(0)
+        + req.uri.scheme_str().map(|s| s.len() + 3).unwrap_or(0);
+    let line = req.method.as_str().len() + target + 12;
     line + req
         .headers
         .iter()
@@ -65,52 +72,39 @@ pub fn check(
     if header_bytes(req) > max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
     }
-    let te: Vec<&[u8]> = req
-        .headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let cl: Vec<&[u8]> = req
-        .headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if !te.is_empty() {
-        if !cl.is_empty() || raw.is_some_and(raw_has_content_length) {
+    let te = req.headers.get_all(http::header::TRANSFER_ENCODING);
+    let cl = req.headers.get_all(http::header::CONTENT_LENGTH);
+    let has_cl = cl.iter().next().is_some();
+    if te.iter().next().is_some() {
+        if has_cl || raw.is_some_and(raw_has_content_length) {
             return Err(Refusal::AmbiguousFraming);
         }
         // Only `chunked` as the final coding frames a request body (RFC 9112 6.3).
-        let codings: Vec<String> = te
-            .iter()
-            .flat_map(|v| {
-                String::from_utf8_lossy(v)
-                    .split(',')
-                    .map(|c| c.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if codings.last().map(String::as_str) != Some("chunked")
-            || codings.iter().filter(|c| *c == "chunked").count() > 1
-        {
+        let mut chunked = 0;
+        let mut last_is_chunked = false;
+        for coding in te.iter().flat_map(|v| v.as_bytes().split(|b| *b == b',')) {
+            let coding = coding.trim_ascii();
+            last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            chunked += last_is_chunked as u32;
+        }
+        if !last_is_chunked || chunked > 1 {
             return Err(Refusal::AmbiguousFraming);
         }
     }
-    if !cl.is_empty() {
+    if has_cl {
         let mut value: Option<u64> = None;
-        for raw in cl {
-            for part in String::from_utf8_lossy(raw).split(',') {
-                let part = part.trim();
-                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(Refusal::AmbiguousFraming);
-                }
-                let n: u64 = part.parse().map_err(|_| Refusal::AmbiguousFraming)?;
-                if value.is_some_and(|v| v != n) {
-                    return Err(Refusal::AmbiguousFraming);
-                }
-                value = Some(n);
+        for part in cl.iter().flat_map(|v| v.as_bytes().split(|b| *b == b',')) {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(|b| b.is_ascii_digit()) {
+                return Err(Refusal::AmbiguousFraming);
             }
+            let n = part
+                .iter()
+                .fold(0u64, |acc, d| acc * 10 + (d - b'0') as u64);
+            if value.is_some_and(|v| v != n) {
+                return Err(Refusal::AmbiguousFraming);
+            }
+            value = Some(n);
         }
         if value.is_some_and(|v| v > max_body_bytes) {
             return Err(Refusal::BodyTooLarge);

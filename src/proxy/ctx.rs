@@ -63,8 +63,8 @@ pub struct RequestCtx {
     pub sticky_key: StickyKey,
     /// Backend id the client's LB cookie named, if any.
     pub cookie_backend: Option<u64>,
-    /// Backends already tried, so a retry goes elsewhere.
-    pub tried: Vec<SocketAddr>,
+    /// Backends already tried, so a retry goes elsewhere (inline: no allocation).
+    pub tried: smallvec::SmallVec<[SocketAddr; 4]>,
     pub attempt: Option<Attempt>,
     /// The last backend chosen (kept after the attempt ends, for logs and headers).
     pub backend: Option<SocketAddr>,
@@ -89,7 +89,7 @@ impl RequestCtx {
             strip_prefix: None,
             sticky_key: StickyKey::None,
             cookie_backend: None,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             attempt: None,
             backend: None,
             failed_open: false,

@@ -40,7 +40,8 @@ pub struct Switchyard {
     default_route_name: Arc<str>,
     groups: Vec<Arc<TargetGroup>>,
     settings: ProxySettings,
-    via: Option<String>,
+    /// Prebuilt `Via` value (cloning a HeaderValue does not copy it).
+    via: Option<http::HeaderValue>,
     metrics: Option<Arc<Metrics>>,
     /// Rate limiter of each route (by route index).
     limiters: Vec<Option<Arc<RateLimiter>>>,
@@ -65,7 +66,11 @@ impl Switchyard {
             default_route_name: Arc::from(routing::DEFAULT_ROUTE_NAME),
             groups,
             settings: config.proxy.clone(),
-            via: config.proxy.via.as_ref().map(|v| format!("1.1 {v}")),
+            via: config
+                .proxy
+                .via
+                .as_ref()
+                .and_then(|v| http::HeaderValue::from_str(&format!("1.1 {v}")).ok()),
             metrics,
             limiters: config
                 .routes
@@ -447,11 +452,23 @@ impl ProxyHttp for Switchyard {
             upstream.insert_header("x-forwarded-for", xff)?;
         }
         upstream.insert_header("x-forwarded-proto", downstream_scheme(session))?;
-        if let Some(host) = host_of(session.req_header()).map(str::to_string) {
+        if let Some(host) = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+        {
             upstream.insert_header("x-forwarded-host", host)?;
+        } else if let Some(authority) = session
+            .req_header()
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+        {
+            upstream.insert_header("x-forwarded-host", authority)?;
         }
         if let Some(via) = &self.via {
-            upstream.append_header("via", via.as_str())?;
+            upstream.append_header("via", via.clone())?;
         }
         if let Some(prefix) = &ctx.strip_prefix {
             let pq = upstream
@@ -506,7 +523,7 @@ impl ProxyHttp for Switchyard {
             }
         }
         if let Some(via) = &self.via {
-            resp.append_header("via", via.as_str())?;
+            resp.append_header("via", via.clone())?;
         }
         let (Some(group), Some(backend)) =
             (ctx.group.and_then(|i| self.groups.get(i)), ctx.backend)

@@ -70,7 +70,8 @@ pub trait Scored: Send + Sync + 'static {
 pub struct ScoredIter<T: Scored> {
     sel: Arc<T>,
     now: Instant,
-    yielded: Vec<usize>,
+    /// Indices already yielded (inline: the common case allocates nothing).
+    yielded: smallvec::SmallVec<[usize; 4]>,
     p2c_walk: Option<(usize, usize)>,
 }
 
@@ -79,7 +80,7 @@ impl<T: Scored> ScoredIter<T> {
         Self {
             sel,
             now: Instant::now(),
-            yielded: Vec::new(),
+            yielded: smallvec::SmallVec::new(),
             p2c_walk: None,
         }
     }

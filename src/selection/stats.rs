@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,10 @@ pub struct BackendStats {
     ewma: Mutex<PeakEwma>,
     probe_latency_us: AtomicU64,
     probe_ok: AtomicBool,
+    /// Consecutive passing probes.
+    probe_streak: AtomicU32,
+    /// Where the backend is in its life: see [`Lifecycle`].
+    lifecycle: AtomicU8,
     requests: AtomicU64,
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -67,6 +71,8 @@ impl BackendStats {
             ewma: Mutex::new(PeakEwma::new(seed, latency.decay, now)),
             probe_latency_us: AtomicU64::new(NO_PROBE),
             probe_ok: AtomicBool::new(false),
+            probe_streak: AtomicU32::new(0),
+            lifecycle: AtomicU8::new(Lifecycle::Active as u8),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -149,6 +155,30 @@ impl BackendStats {
             Relaxed,
         );
         self.probe_ok.store(ok, Relaxed);
+        if ok {
+            self.probe_streak.fetch_add(1, Relaxed);
+        } else {
+            self.probe_streak.store(0, Relaxed);
+        }
+    }
+
+    /// Consecutive passing probes so far.
+    pub fn probe_streak(&self) -> u32 {
+        self.probe_streak.load(Relaxed)
+    }
+
+    /// The backend's lifecycle state.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Relaxed) {
+            1 => Lifecycle::Initial,
+            2 => Lifecycle::Draining,
+            _ => Lifecycle::Active,
+        }
+    }
+
+    /// Move the backend to another lifecycle state.
+    pub fn set_lifecycle(&self, state: Lifecycle) {
+        self.lifecycle.store(state as u8, Relaxed);
     }
 
     /// Latency of the last probe, if any, and whether it passed.
@@ -197,6 +227,28 @@ impl BackendStats {
     fn millis(&self, t: Instant) -> u64 {
         // +1 keeps 0 free as the "never" sentinel.
         t.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+}
+
+/// Where a discovered backend is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lifecycle {
+    /// Serving (static backends are always active).
+    Active = 0,
+    /// Newly discovered: no traffic until it passes its health checks.
+    Initial = 1,
+    /// Gone from discovery: no new requests; in-flight ones finish.
+    Draining = 2,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Initial => "initial",
+            Lifecycle::Draining => "draining",
+        }
     }
 }
 

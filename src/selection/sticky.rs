@@ -93,7 +93,7 @@ impl BackendSelection for Sticky {
             sel: self.clone(),
             pinned,
             ring: self.ring.iter(key),
-            yielded: Vec::new(),
+            yielded: smallvec::SmallVec::new(),
             steps: 0,
         }
     }
@@ -104,7 +104,7 @@ pub struct StickyIter {
     sel: Arc<Sticky>,
     pinned: Option<usize>,
     ring: OwnedNodeIterator,
-    yielded: Vec<SocketAddr>,
+    yielded: smallvec::SmallVec<[SocketAddr; 4]>,
     steps: usize,
 }
 

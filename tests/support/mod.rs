@@ -143,7 +143,7 @@ impl Switchyard {
     }
 
     /// Like [`Self::start`] with extra environment variables.
-    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Switchyard {
+    pub async fn start_with_env(body: &str, env: &[(&str, String)]) -> Switchyard {
         let dir = TempDir::new();
         let port = free_port();
         let admin_port = free_port();
@@ -407,4 +407,87 @@ pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("{name} is required for this test: {install_hint} (scripts/test.sh installs it)")
     })
+}
+
+/// A real EC2 API emulator (`moto_server` from PyPI) on loopback, stopped on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let bin = require_tool("moto_server", "pip install 'moto[server]'");
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, port };
+        let url = moto.endpoint();
+        let up = eventually(Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { reqwest::get(format!("{url}/moto-api/")).await.is_ok() }
+        })
+        .await;
+        assert!(up, "moto_server did not start");
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop the emulator (the API becomes unreachable).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// An EC2 client with test credentials; never touches instance metadata.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::Config::builder()
+                .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+                .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .endpoint_url(self.endpoint())
+                .build(),
+        )
+    }
+
+    /// An ELBv2 client with test credentials.
+    pub fn elb(&self) -> aws_sdk_elasticloadbalancingv2::Client {
+        use aws_sdk_elasticloadbalancingv2::config;
+        aws_sdk_elasticloadbalancingv2::Client::from_conf(
+            config::Config::builder()
+                .behavior_version(config::BehaviorVersion::latest())
+                .region(config::Region::new("us-east-1"))
+                .credentials_provider(config::Credentials::new("test", "test", None, None, "test"))
+                .endpoint_url(self.endpoint())
+                .build(),
+        )
+    }
+
+    /// Environment for a child process: test credentials, region, no metadata service.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ]
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
