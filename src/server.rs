@@ -106,12 +106,11 @@ pub fn build(
                     https_port: *port,
                     status: *status,
                 };
-                let mut service = Service::new(
+                let service = small_service(
                     format!("switchyard redirect {}", l.address_text),
-                    HttpServer::new_app(app),
+                    app,
+                    &l.address_text,
                 );
-                service.add_tcp(&l.address_text);
-                service.threads = Some(1);
                 log::info!(
                     "redirecting HTTP on {} to HTTPS port {port} with {status}",
                     l.address_text
@@ -122,10 +121,7 @@ pub fn build(
     }
     if let Some(admin) = &config.admin {
         let app = AdminApp::new(&config, groups.clone(), limiters, metrics.clone());
-        let mut service = Service::new("switchyard admin".to_string(), HttpServer::new_app(app));
-        service.add_tcp(&admin.address_text);
-        // One thread is plenty for scrapes and the dashboard.
-        service.threads = Some(1);
+        let service = small_service("switchyard admin".to_string(), app, &admin.address_text);
         log::info!(
             "admin (metrics, status, dashboard) on http://{}/dashboard",
             admin.address_text
@@ -138,6 +134,17 @@ pub fn build(
     server.add_service(background_service("upkeep", Upkeep::new(groups)));
     server.add_service(proxy);
     Ok(server)
+}
+
+/// A one-thread HTTP service for `app` on `address` (admin endpoints, redirects: light work).
+fn small_service<A>(name: String, app: A, address: &str) -> Service<HttpServer<A>>
+where
+    A: pingora_core::apps::http_app::ServeHttp + Send + Sync + 'static,
+{
+    let mut service = Service::new(name, HttpServer::new_app(app));
+    service.add_tcp(address);
+    service.threads = Some(1);
+    service
 }
 
 /// Fill every group's membership before serving, so the first request has backends.

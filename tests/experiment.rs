@@ -32,8 +32,8 @@ async fn adaptive_beats_round_robin_on_a_flaky_backend() {
         failures("switchyard round_robin"),
         failures("switchyard adaptive"),
     );
-    // Round robin hits it until passive ejection (5 failures in a row) takes it out.
-    assert!(rr >= 10, "round robin should hit the flaky backend: {rr}");
+    // Round robin sends it a quarter of the requests, half of which fail (~50).
+    assert!(rr >= 25, "round robin should hit the flaky backend: {rr}");
     assert!(adaptive * 3 < rr, "adaptive {adaptive} vs round robin {rr}");
     let table = loadtest::experiment::table(&result);
     assert!(table.contains("switchyard adaptive"));

@@ -7,6 +7,9 @@
 //!   balancer benchmark);
 //! - `degrading`: four 10 ms backends, one of which turns 200 ms a third into the run;
 //! - `flaky`: four 10 ms backends, one answering fast 503s half of the time.
+//!
+//! Switchyard runs with passive ejection off, so the table compares the strategies alone
+//! (active health checks stay on, as in production).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -287,7 +290,7 @@ impl Contender {
                 let conf = format!(
                     "version: 1\nthreads: 2\npid_file: {d}/sy.pid\nupgrade_sock: {d}/sy.sock\ngrace_period_seconds: 0\n\
                      listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  enabled: false\nproxy:\n  access_log: false\n\
-                     target_groups:\n  - name: g\n    strategy: {strategy}\n    health_check:\n      interval: 500ms\n      timeout: 400ms\n    backends:\n{list}\
+                     target_groups:\n  - name: g\n    strategy: {strategy}\n    passive_health:\n      enabled: false\n    health_check:\n      interval: 500ms\n      timeout: 400ms\n    backends:\n{list}\
                      routes:\n  - path_prefix: /\n    target_group: g\n",
                     d = dir.display()
                 );

@@ -28,38 +28,7 @@ pub struct AwsArgs {
 #[derive(Subcommand, Debug, Clone)]
 pub enum AwsCommand {
     /// Launch demo instances for a cluster (security group and user data included).
-    Launch {
-        /// Instance type.
-        #[arg(long, default_value = "t3.micro")]
-        flavor: String,
-        /// Cluster tag value, e.g. Cluster1.
-        #[arg(long)]
-        cluster: String,
-        #[arg(long, default_value_t = 2)]
-        count: i32,
-        /// EC2 key pair for SSH.
-        #[arg(long)]
-        key_name: Option<String>,
-        /// Open SSH to this CIDR (closed unless given).
-        #[arg(long)]
-        ssh_cidr: Option<String>,
-        /// Open the application port to this CIDR (default: the VPC's CIDR).
-        #[arg(long)]
-        app_cidr: Option<String>,
-        /// Port the demo backend listens on.
-        #[arg(long, default_value_t = 8001)]
-        app_port: u16,
-        /// Image (default: the newest Amazon Linux 2023).
-        #[arg(long)]
-        ami: Option<String>,
-        /// Subnet (default: the default VPC's).
-        #[arg(long)]
-        subnet_id: Option<String>,
-        /// URL the instances download the `backend-server` binary from (default: a small
-        /// Python stand-in answering the same paths).
-        #[arg(long)]
-        backend_url: Option<String>,
-    },
+    Launch(LaunchSpec),
     /// List the project's instances.
     List,
     /// Terminate every instance tagged Project=switchyard, and nothing else.
@@ -107,30 +76,7 @@ pub async fn run(args: AwsArgs) -> anyhow::Result<()> {
     let config = sdk_config(&target).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     match args.command {
-        AwsCommand::Launch {
-            flavor,
-            cluster,
-            count,
-            key_name,
-            ssh_cidr,
-            app_cidr,
-            app_port,
-            ami,
-            subnet_id,
-            backend_url,
-        } => {
-            let spec = LaunchSpec {
-                flavor,
-                cluster,
-                count,
-                key_name,
-                ssh_cidr,
-                app_cidr,
-                app_port,
-                ami,
-                subnet_id,
-                backend_url,
-            };
+        AwsCommand::Launch(spec) => {
             let ids = instances::launch(&ec2, &spec).await?;
             println!(
                 "launched {} instance(s) for {}: {}",

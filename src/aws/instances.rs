@@ -15,19 +15,38 @@ use super::{describe_error, CLUSTER_TAG_KEY, PROJECT_TAG_KEY, PROJECT_TAG_VALUE}
 /// Name of the security group `launch` creates or reuses.
 pub const SECURITY_GROUP_NAME: &str = "switchyard-demo";
 
-/// What to launch.
-#[derive(Debug, Clone)]
+/// What to launch (the flags of `switchyard aws launch`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LaunchSpec {
+    /// Instance type.
+    #[arg(long, default_value = "t3.micro")]
     pub flavor: String,
+    /// Cluster tag value, e.g. Cluster1.
+    #[arg(long)]
     pub cluster: String,
+    #[arg(long, default_value_t = 2)]
     pub count: i32,
+    /// EC2 key pair for SSH.
+    #[arg(long)]
     pub key_name: Option<String>,
+    /// Open SSH to this CIDR (closed unless given).
+    #[arg(long)]
     pub ssh_cidr: Option<String>,
+    /// Open the application port to this CIDR (default: the VPC's CIDR).
+    #[arg(long)]
     pub app_cidr: Option<String>,
+    /// Port the demo backend listens on.
+    #[arg(long, default_value_t = 8001)]
     pub app_port: u16,
+    /// Image (default: the newest Amazon Linux 2023).
+    #[arg(long)]
     pub ami: Option<String>,
+    /// Subnet (default: the default VPC's).
+    #[arg(long)]
     pub subnet_id: Option<String>,
-    /// Where instances download the `backend-server` binary from.
+    /// URL the instances download the `backend-server` binary from (default: a small
+    /// Python stand-in answering the same paths).
+    #[arg(long)]
     pub backend_url: Option<String>,
 }
 

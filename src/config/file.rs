@@ -165,26 +165,13 @@ pub struct HstsFile {
     pub include_subdomains: bool,
 }
 
-/// The selection strategy of a target group.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyFile {
-    #[default]
-    RoundRobin,
-    LeastConn,
-    Sticky,
-    Adaptive,
-    P2c,
-    Fastest,
-}
-
 /// A named pool of backends and how to choose among them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetGroupFile {
     pub name: String,
     #[serde(default)]
-    pub strategy: StrategyFile,
+    pub strategy: crate::selection::StrategyKind,
     /// Static backends (or use `ec2`).
     #[serde(default)]
     pub backends: Vec<BackendFile>,

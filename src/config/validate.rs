@@ -10,7 +10,6 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::file::*;
 use super::model::*;
-use crate::selection::StrategyKind;
 
 /// Default active health-check values, in the spirit of HAProxy (`inter 2s rise 2 fall 3`).
 pub const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(2);
@@ -435,7 +434,7 @@ fn validate_group(
     let sticky = validate_sticky(c, &at("sticky"), &g.sticky)?;
     Ok(TargetGroupConfig {
         name: g.name.clone(),
-        strategy: StrategyKind::from(g.strategy),
+        strategy: g.strategy,
         backends,
         ec2,
         deregistration_delay: g.deregistration_delay.unwrap_or(Duration::from_secs(300)),

@@ -32,32 +32,20 @@ use async_trait::async_trait;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, Backends};
 
-use crate::config::file::StrategyFile;
 use crate::config::LatencySettings;
 use stats::{BackendStats, StatsRegistry};
 
-/// The configured strategy of a target group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The configured strategy of a target group (`strategy:` in YAML, snake_case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StrategyKind {
+    #[default]
     RoundRobin,
     LeastConn,
     Sticky,
     Adaptive,
     P2c,
     Fastest,
-}
-
-impl From<StrategyFile> for StrategyKind {
-    fn from(s: StrategyFile) -> Self {
-        match s {
-            StrategyFile::RoundRobin => Self::RoundRobin,
-            StrategyFile::LeastConn => Self::LeastConn,
-            StrategyFile::Sticky => Self::Sticky,
-            StrategyFile::Adaptive => Self::Adaptive,
-            StrategyFile::P2c => Self::P2c,
-            StrategyFile::Fastest => Self::Fastest,
-        }
-    }
 }
 
 impl StrategyKind {

@@ -48,36 +48,44 @@ impl BackendSelection for RoundRobin {
     }
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> RoundRobinIter {
-        let first = if self.sequence.is_empty() {
-            0
-        } else {
-            let pos = self.shared.rr_cursor.fetch_add(1, Relaxed);
-            self.sequence[pos % self.sequence.len()] as usize
-        };
         RoundRobinIter {
             sel: self.clone(),
-            first,
-            step: 0,
+            yielded: smallvec::SmallVec::new(),
+            turns: 0,
         }
     }
 }
 
-/// Yields the scheduled backend, then the others in ring order as fallbacks.
+/// Yields the backend whose turn it is; if it cannot take the request, the next turn of the
+/// shared rotation (so a skipped backend's share spreads over all the others instead of
+/// doubling its neighbour's), and so on until every backend was offered once.
 pub struct RoundRobinIter {
     sel: Arc<RoundRobin>,
-    first: usize,
-    step: usize,
+    yielded: smallvec::SmallVec<[u32; 4]>,
+    turns: usize,
 }
 
 impl BackendIter for RoundRobinIter {
     fn next(&mut self) -> Option<&Backend> {
+        let seq = &self.sel.sequence;
         let n = self.sel.members.len();
-        if self.step >= n {
+        if seq.is_empty() || self.yielded.len() >= n {
             return None;
         }
-        let i = (self.first + self.step) % n;
-        self.step += 1;
-        self.sel.members.backends.get(i)
+        // Bounded: within one full sequence every member has a turn.
+        while self.turns < seq.len() * 2 {
+            self.turns += 1;
+            let pos = self.sel.shared.rr_cursor.fetch_add(1, Relaxed);
+            let i = seq[pos % seq.len()];
+            if !self.yielded.contains(&i) {
+                self.yielded.push(i);
+                return self.sel.members.backends.get(i as usize);
+            }
+        }
+        // Concurrent requests moved the cursor past our turns: offer the rest in order.
+        let i = (0..n as u32).find(|i| !self.yielded.contains(i))?;
+        self.yielded.push(i);
+        self.sel.members.backends.get(i as usize)
     }
 }
 
@@ -167,6 +175,30 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn a_skipped_backend_shares_its_turns_evenly() {
+        let shared = GroupShared::standalone();
+        let set = backends(4, &shared);
+        let sel = Arc::new(RoundRobin::build_with_config(&set, &shared));
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..3000 {
+            let mut it = sel.iter(b"");
+            // Backend 10001 is unavailable: take the first other one.
+            let b = loop {
+                let b = it.next().unwrap();
+                if b.addr.as_inet().unwrap().port() != 10001 {
+                    break b.addr.as_inet().unwrap().port();
+                }
+            };
+            *counts.entry(b).or_insert(0) += 1;
+        }
+        assert_eq!(counts.get(&10001), None);
+        for port in [10000, 10002, 10003] {
+            let c = counts[&port];
+            assert!((900..=1100).contains(&c), "{counts:?}");
+        }
     }
 
     #[test]
