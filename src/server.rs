@@ -8,12 +8,13 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_proxy::http_proxy_service_with_name;
+use pingora_proxy::HttpProxy;
 
 use crate::admin::AdminApp;
 use crate::config::{Config, ConfigError, ListenerKind};
 use crate::demo::DemoBackends;
 use crate::edge::redirect::RedirectApp;
+use crate::edge::slow_client::GuardedApp;
 use crate::edge::tls;
 use crate::lifecycle::{Draining, PhaseWatcher};
 use crate::metrics::Metrics;
@@ -72,8 +73,11 @@ pub fn build(
     server.add_service(background_service("lifecycle", watcher));
     let switchyard = Switchyard::new(&config, groups.clone(), metrics.clone(), draining);
     let limiters = switchyard.rate_limiters();
-    let mut proxy =
-        http_proxy_service_with_name(&server.configuration, switchyard, "switchyard proxy");
+    // Pingora's proxy app, behind a deadline for the first request head (slowloris).
+    let mut proxy_app = HttpProxy::new(switchyard, server.configuration.clone());
+    proxy_app.handle_init_modules();
+    let guarded = GuardedApp::new(proxy_app, config.proxy.client_header_timeout);
+    let mut proxy = Service::new("switchyard proxy".to_string(), guarded);
     for l in &config.listeners {
         match &l.kind {
             ListenerKind::Plain => {

@@ -393,3 +393,46 @@ async fn a_client_trickling_its_body_is_dropped_after_the_body_timeout() {
     );
     assert_eq!(get(&client(None), &sy.url("/ok")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_trickling_its_request_head_is_disconnected() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&format!(
+        "listeners:\n  - address: 127.0.0.1:{{PORT}}\nproxy:\n  client_header_timeout: 1s\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
+        backend_list(&[&a])
+    ))
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // One header byte every 200 ms: each read is quick, the head never ends.
+    let mut closed_after = None;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if slow.write_all(b"X").await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let took = closed_after.expect("the slow client was never disconnected (6 s)");
+    assert!(
+        took < Duration::from_secs(4),
+        "disconnected only after {took:?}"
+    );
+    // A normal client is unaffected, also on a kept-alive connection after a slow-ish pause.
+    let c = client(None);
+    assert_eq!(get(&c, &sy.url("/x")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&c, &sy.url("/y")).await.status, 200);
+    assert_eq!(a.state().requests_served(), 2);
+}

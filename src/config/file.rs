@@ -138,6 +138,10 @@ pub struct ProxyFile {
     pub client_ip: ClientIpFile,
     /// Add `Strict-Transport-Security` to responses sent over TLS.
     pub hsts: Option<HstsFile>,
+    /// Longest time from connecting to the end of the first request head (default 10s);
+    /// slower clients (slowloris) are disconnected.
+    #[serde(default, with = "humantime_serde")]
+    pub client_header_timeout: Option<Duration>,
     /// Longest wait for the next bytes of a request body (default 30s); slower clients get 408.
     #[serde(default, with = "humantime_serde")]
     pub client_body_timeout: Option<Duration>,

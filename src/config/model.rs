@@ -64,6 +64,7 @@ pub struct ProxySettings {
     /// The `Strict-Transport-Security` value for TLS responses, if enabled.
     pub hsts: Option<String>,
     pub client_body_timeout: std::time::Duration,
+    pub client_header_timeout: std::time::Duration,
 }
 
 /// Where the client IP comes from.

@@ -114,6 +114,17 @@ pub fn validate(file: FileConfig, text: &str, source: &str) -> Result<Config, Co
                 file.proxy.max_body_bytes.unwrap_or(10 * 1024 * 1024) as usize,
             )? as u64,
             client_ip: validate_client_ip(&c, &file.proxy.client_ip)?,
+            client_header_timeout: match file.proxy.client_header_timeout {
+                Some(d) if d.is_zero() => {
+                    return Err(c.err(
+                        "proxy.client_header_timeout",
+                        "client_header_timeout",
+                        "must be greater than zero",
+                    ))
+                }
+                Some(d) => d,
+                None => Duration::from_secs(10),
+            },
             client_body_timeout: match file.proxy.client_body_timeout {
                 Some(d) if d.is_zero() => {
                     return Err(c.err(

@@ -5,4 +5,5 @@ pub mod limits;
 pub mod rate_limit;
 pub mod redirect;
 pub mod shed;
+pub mod slow_client;
 pub mod tls;

@@ -27,27 +27,41 @@ pub struct Fastest {
     ranking: ArcSwap<Vec<u32>>,
     ranked_generation: AtomicU64,
     rerank: Mutex<()>,
+    started: Instant,
 }
 
 impl Fastest {
-    fn probe_score(&self, i: usize) -> f64 {
+    fn probe_score(&self, i: usize, now: Instant) -> f64 {
         let latency = &self.shared.latency;
-        match self.members.stats[i].last_probe() {
+        let stats = &self.members.stats[i];
+        let probed = match stats.last_probe() {
             Some((d, true)) => d.as_nanos() as f64,
             Some((d, false)) => (d + latency.failure_penalty).as_nanos() as f64,
             None => latency.default_rtt.as_nanos() as f64,
+        };
+        // Probes can pass while live requests fail (a healthy /health, a broken app): while
+        // the live peak EWMA carries failure penalties, the backend pays the penalty too. The
+        // EWMA decays, so the backend is tried again later.
+        let penalty_ns = latency.failure_penalty.as_nanos() as f64;
+        if stats.ewma_ns(now) >= penalty_ns / 2.0 {
+            probed + penalty_ns
+        } else {
+            probed
         }
     }
 
     /// The cached ranking, rebuilt if a probe result arrived since it was made.
     fn ranking(&self) -> Arc<Vec<u32>> {
-        let generation = self.shared.registry.probe_generation();
+        // Re-rank on new probe results, and at least every second for live failures.
+        let generation =
+            self.shared.registry.probe_generation() ^ (self.started.elapsed().as_secs() << 40);
         if self.ranked_generation.load(Relaxed) != generation {
+            let now = Instant::now();
             // One request re-ranks; the others keep using the previous ranking meanwhile.
             if let Some(_guard) = self.rerank.try_lock() {
                 let mut order: Vec<u32> = (0..self.members.len() as u32).collect();
                 let scores: Vec<f64> = (0..self.members.len())
-                    .map(|i| self.probe_score(i))
+                    .map(|i| self.probe_score(i, now))
                     .collect();
                 order.sort_by(|a, b| scores[*a as usize].total_cmp(&scores[*b as usize]));
                 self.ranking.store(Arc::new(order));
@@ -73,6 +87,7 @@ impl BackendSelection for Fastest {
             // Differs from any real generation, so the first request ranks.
             ranked_generation: AtomicU64::new(u64::MAX),
             rerank: Mutex::new(()),
+            started: Instant::now(),
         }
     }
 
@@ -99,8 +114,8 @@ impl Scored for Fastest {
         &self.members
     }
 
-    fn score(&self, i: usize, _now: Instant) -> f64 {
-        self.probe_score(i)
+    fn score(&self, i: usize, now: Instant) -> f64 {
+        self.probe_score(i, now)
     }
 
     fn use_p2c(&self) -> bool {
@@ -162,5 +177,26 @@ mod tests {
             probe(&shared, 10002, 0, false);
             assert_eq!(tally(&sel, 20, b"").get(&10002), None, "n={n}");
         }
+    }
+
+    #[test]
+    fn passing_probes_do_not_hide_failing_requests() {
+        use super::super::stats::Outcome;
+        use crate::config::PassiveSettings;
+        let shared = GroupShared::standalone();
+        let sel = Arc::new(Fastest::build_with_config(&backends(3, &shared), &shared));
+        for p in 0..3 {
+            probe(&shared, 10000 + p, 20, true);
+        }
+        probe(&shared, 10001, 1, true);
+        assert_eq!(tally(&sel, 10, b"").get(&10001), Some(&10));
+        // Its /health stays fast, but live requests fail.
+        let passive = PassiveSettings {
+            enabled: false,
+            max_failures: 5,
+            ejection_time: Duration::from_secs(1),
+        };
+        sel.members.stats[1].record(Outcome::Failure, Instant::now(), &passive);
+        assert_eq!(tally(&sel, 10, b"").get(&10001), None);
     }
 }
