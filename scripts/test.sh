@@ -20,11 +20,17 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# The EC2 API emulator for the AWS tests.
+# The EC2 API emulator for the AWS tests. pip puts its scripts in Python's scripts directory,
+# which is not always on PATH (pyenv, for one, needs a rehash for new commands).
+PY_SCRIPTS=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export PATH="$PY_SCRIPTS:$PATH"
 if ! command -v moto_server >/dev/null; then
   echo "installing: moto[server] (pip)"
   python3 -m pip install --quiet "moto[server]"
+  command -v pyenv >/dev/null && pyenv rehash || true
+  hash -r
 fi
+command -v moto_server >/dev/null || { echo "moto_server is not on PATH after installing moto[server]" >&2; exit 1; }
 
 # AWS tests talk only to the emulator: never reach for instance metadata or real credentials.
 export AWS_EC2_METADATA_DISABLED=true
