@@ -436,3 +436,69 @@ async fn a_client_trickling_its_request_head_is_disconnected() {
     assert_eq!(get(&c, &sy.url("/y")).await.status, 200);
     assert_eq!(a.state().requests_served(), 2);
 }
+
+/// `openssl s_client` against `port` with extra flags; returns its output.
+fn s_client(port: u16, flags: &[&str]) -> String {
+    let openssl = require_tool("openssl", "apt-get install openssl");
+    let mut cmd = std::process::Command::new(openssl);
+    cmd.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-servername",
+        "localhost",
+    ])
+    .args(flags)
+    .stdin(std::process::Stdio::null());
+    let out = cmd.output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_offers_only_1_2_and_1_3_with_modern_ciphers_and_h2() {
+    let a = backend("a", 0).await;
+    let tls_port = free_port();
+    let _sy = Switchyard::start(&format!(
+        "listeners:\n  - address: 127.0.0.1:{{PORT}}\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      self_signed: true\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
+        backend_list(&[&a])
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let t13 = s_client(tls_port, &["-tls1_3", "-alpn", "h2,http/1.1"]);
+    assert!(
+        t13.contains("TLSv1.3") && t13.contains("ALPN protocol: h2"),
+        "{t13}"
+    );
+    let t12 = s_client(tls_port, &["-tls1_2", "-alpn", "h2,http/1.1"]);
+    assert!(
+        t12.contains("Protocol  : TLSv1.2") && t12.contains("GCM"),
+        "{t12}"
+    );
+    for old in ["-tls1", "-tls1_1"] {
+        let out = s_client(tls_port, &[old]);
+        assert!(
+            out.contains("Cipher is (NONE)") || out.contains("alert"),
+            "{old} was accepted: {out}"
+        );
+    }
+    // CBC, 3DES and RC4 suites are refused on TLS 1.2.
+    let legacy = s_client(
+        tls_port,
+        &["-tls1_2", "-cipher", "AES128-SHA:DES-CBC3-SHA:RC4-SHA"],
+    );
+    assert!(
+        legacy.contains("Cipher is (NONE)") || legacy.contains("handshake failure"),
+        "{legacy}"
+    );
+}
