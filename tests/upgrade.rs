@@ -85,3 +85,50 @@ async fn graceful_upgrade_under_load_loses_no_request() {
         "killed new process no longer answers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_mode_writes_its_pid_and_stops_on_sigterm() {
+    let a = backend("a", 0).await;
+    let dir = TempDir::new();
+    let port = free_port();
+    let admin = free_port();
+    let pid_file = dir.path().join("sy.pid");
+    let yaml = format!(
+        "version: 1\nthreads: 1\npid_file: {}\nupgrade_sock: {}/sy.sock\nerror_log: {}/sy.log\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n\
+         listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
+        pid_file.display(),
+        dir.path().display(),
+        dir.path().display(),
+        backend_list(&[&a])
+    );
+    let conf = dir.write("sy.yaml", &yaml);
+    let status = Command::new(switchyard_bin())
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the -d parent exits 0 once forked");
+    let url = format!("http://127.0.0.1:{port}/x");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&client(None), &url).await.status == 200
+        })
+        .await
+    );
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(pid.parse::<u32>().is_ok(), "pid file: {pid:?}");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = eventually(Duration::from_secs(10), || async {
+        get(&client(None), &url).await.status == 0
+    })
+    .await;
+    assert!(stopped, "the daemon kept serving after SIGTERM");
+}
