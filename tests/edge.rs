@@ -315,9 +315,10 @@ target_groups:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
     let a = backend("a", 0).await;
-    let sy = Switchyard::start(&format!(
-        "listeners:\n  - address: 127.0.0.1:{{PORT}}\nproxy:\n  max_header_bytes: 8192\n  max_body_bytes: 1000\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
-        backend_list(&[&a])
+    let sy = Switchyard::start(&single_group(
+        "  max_header_bytes: 8192\n  max_body_bytes: 1000\n",
+        "",
+        &backend_list(&[&a]),
     ))
     .await;
     let big_header = format!(
@@ -370,9 +371,10 @@ async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_trickling_its_body_is_dropped_after_the_body_timeout() {
     let a = backend("a", 0).await;
-    let sy = Switchyard::start(&format!(
-        "listeners:\n  - address: 127.0.0.1:{{PORT}}\nproxy:\n  client_body_timeout: 1s\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
-        backend_list(&[&a])
+    let sy = Switchyard::start(&single_group(
+        "  client_body_timeout: 1s\n",
+        "",
+        &backend_list(&[&a]),
     ))
     .await;
     let started = Instant::now();
@@ -397,9 +399,10 @@ async fn a_client_trickling_its_body_is_dropped_after_the_body_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_trickling_its_request_head_is_disconnected() {
     let a = backend("a", 0).await;
-    let sy = Switchyard::start(&format!(
-        "listeners:\n  - address: 127.0.0.1:{{PORT}}\nproxy:\n  client_header_timeout: 1s\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
-        backend_list(&[&a])
+    let sy = Switchyard::start(&single_group(
+        "  client_header_timeout: 1s\n",
+        "",
+        &backend_list(&[&a]),
     ))
     .await;
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))

@@ -54,9 +54,11 @@ async fn a_refused_backend_is_retried_elsewhere_from_the_first_request() {
     // One address with nothing listening: every request that picks it must be retried.
     let dead = free_port();
     let a = backend("a", 0).await;
-    let sy = Switchyard::start(&format!(
-        "listeners:\n  - address: 127.0.0.1:{{PORT}}\ntarget_groups:\n  - name: g\n    health_check:\n      enabled: false\n    backends:\n      - address: 127.0.0.1:{dead}\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
-        backend_list(&[&a])
+    let backends = format!("      - address: 127.0.0.1:{dead}\n{}", backend_list(&[&a]));
+    let sy = Switchyard::start(&single_group(
+        "",
+        "    health_check:\n      enabled: false\n",
+        &backends,
     ))
     .await;
     let answers = load(&sy.url("/"), 100, 4).await;

@@ -6,24 +6,10 @@ use std::time::Duration;
 use support::*;
 
 fn group_yaml(backends: &str, extra: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:{{PORT}}
-target_groups:
-  - name: g
-    backends:
-{backends}    health_check:
-      path: /health
-      interval: 200ms
-      timeout: 150ms
-      healthy_threshold: 2
-      unhealthy_threshold: 2
-{extra}routes:
-  - path_prefix: /
-    target_group: g
-"#
-    )
+    let settings = format!(
+        "    health_check:\n      path: /health\n      interval: 200ms\n      timeout: 150ms\n      healthy_threshold: 2\n      unhealthy_threshold: 2\n{extra}"
+    );
+    single_group("", &settings, backends)
 }
 
 async fn served_by(sy: &Switchyard, n: usize) -> std::collections::HashMap<String, usize> {

@@ -10,9 +10,10 @@ async fn three_backends_share_300_requests_within_ten_percent() {
         backend("b", 0).await,
         backend("c", 0).await,
     ];
-    let sy = Switchyard::start(&format!(
-        "listeners:\n  - address: 127.0.0.1:{{PORT}}\ntarget_groups:\n  - name: g\n    strategy: round_robin\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
-        backend_list(&[&b[0], &b[1], &b[2]])
+    let sy = Switchyard::start(&single_group(
+        "",
+        "    strategy: round_robin\n",
+        &backend_list(&[&b[0], &b[1], &b[2]]),
     ))
     .await;
     let answers = load(&sy.url("/x"), 300, 6).await;

@@ -9,26 +9,13 @@ use backend_server::{Behaviour, RunningBackend};
 use support::*;
 
 fn one_group(strategy: &str, backends: &[&RunningBackend], extra: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:{{PORT}}
-proxy:
-  decision_headers: true
-target_groups:
-  - name: g
-    strategy: {strategy}
-    backends:
-{}    health_check:
-      interval: 200ms
-      timeout: 190ms
-      healthy_threshold: 1
-      unhealthy_threshold: 2
-{extra}routes:
-  - path_prefix: /
-    target_group: g
-"#,
-        backend_list(backends)
+    let settings = format!(
+        "    strategy: {strategy}\n    health_check:\n      interval: 200ms\n      timeout: 190ms\n      healthy_threshold: 1\n      unhealthy_threshold: 2\n{extra}"
+    );
+    single_group(
+        "  decision_headers: true\n",
+        &settings,
+        &backend_list(backends),
     )
 }
 

@@ -13,11 +13,7 @@ use support::*;
 async fn graceful_upgrade_under_load_loses_no_request() {
     let a = backend("a", 2).await;
     let b = backend("b", 2).await;
-    let mut old = Switchyard::start(&format!(
-        "listeners:\n  - address: 127.0.0.1:{{PORT}}\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
-        backend_list(&[&a, &b])
-    ))
-    .await;
+    let mut old = Switchyard::start(&single_group("", "", &backend_list(&[&a, &b]))).await;
 
     // Closed-loop load from 4 clients for 22 s, bounded by time; every outcome is counted.
     let stop = Arc::new(AtomicBool::new(false));

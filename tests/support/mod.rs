@@ -58,6 +58,20 @@ pub fn backend_list(backends: &[&RunningBackend]) -> String {
         .collect()
 }
 
+/// A config body with one listener on `{PORT}`, `proxy:` settings (lines indented two
+/// spaces; none when empty), one target group `g` of `backends` (as from [`backend_list`])
+/// with extra group `settings` (lines indented four spaces), and a catch-all route to it.
+pub fn single_group(proxy: &str, settings: &str, backends: &str) -> String {
+    let proxy = if proxy.is_empty() {
+        String::new()
+    } else {
+        format!("proxy:\n{proxy}")
+    };
+    format!(
+        "listeners:\n  - address: 127.0.0.1:{{PORT}}\n{proxy}target_groups:\n  - name: g\n    backends:\n{backends}{settings}routes:\n  - path_prefix: /\n    target_group: g\n"
+    )
+}
+
 /// Change a backend's behaviour through its control endpoint, as an operator would.
 pub async fn control(backend: &RunningBackend, patch: serde_json::Value) {
     let resp = reqwest::Client::new()
