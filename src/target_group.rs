@@ -201,11 +201,6 @@ impl TargetGroup {
         self.selector.backends().get_backend().len()
     }
 
-    /// Whether `backend` passes its active health checks (and is enabled).
-    pub fn is_healthy(&self, backend: &Backend) -> bool {
-        self.selector.backends().ready(backend)
-    }
-
     /// Members passing their health checks.
     pub fn healthy_count(&self) -> usize {
         let backends = self.selector.backends();

@@ -109,10 +109,6 @@ impl RateLimiter {
     pub fn tracked_keys(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
-
-    pub fn settings(&self) -> &RateLimitSettings {
-        &self.settings
-    }
 }
 
 fn ip_key(ip: IpAddr) -> u128 {
