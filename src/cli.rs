@@ -1,4 +1,6 @@
-//! The command line: Pingora's own flags plus ours.
+//! The command line: Pingora's flags, described for what they do in Switchyard, plus ours.
+
+use std::path::PathBuf;
 
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
@@ -16,15 +18,41 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Pingora's flags: -c FILE (configuration), -t (test configuration and exit),
-    /// -d (daemon), -u (graceful upgrade from a running instance).
-    #[command(flatten)]
-    pub pingora: Opt,
+    /// The configuration file: Switchyard's settings and Pingora's server settings (YAML).
+    #[arg(short = 'c', long = "conf", value_name = "FILE")]
+    pub conf: Option<PathBuf>,
 
-    /// Run the built-in demo: start demo backends in-process and use the embedded demo
-    /// configuration (or the file given with -c).
+    /// Check the whole configuration (every field, certificates included), print every
+    /// error with its line, and exit: 0 if valid, 1 if not.
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+
+    /// Run in the background; the process id goes to the configured pid_file.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
+    /// Upgrade in place: check everything first, then take over the listening sockets of the
+    /// instance named by pid_file, which finishes its requests and exits.
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+
+    /// Run the built-in demo: demo backends in-process, the embedded demo configuration (or
+    /// the file given with -c), listening on 127.0.0.1 only.
     #[arg(long)]
     pub demo: bool,
+}
+
+impl Cli {
+    /// Pingora's options for the server (the configuration itself is passed already read).
+    pub fn pingora_opt(&self) -> Opt {
+        Opt {
+            upgrade: self.upgrade,
+            daemon: self.daemon,
+            nocapture: false,
+            test: false,
+            conf: None,
+        }
+    }
 }
 
 /// Subcommands besides running the proxy.
@@ -32,4 +60,31 @@ pub struct Cli {
 pub enum Command {
     /// AWS tooling: launch, list, kill-switch, alb up|down.
     Aws(crate::aws::cli::AwsArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_says_what_it_does_here() {
+        let help = Cli::command().render_help().to_string();
+        for expected in [
+            "-c, --conf <FILE>",
+            "Check the whole configuration",
+            "Run in the background",
+            "Upgrade in place",
+            "--demo",
+        ] {
+            assert!(
+                help.contains(expected),
+                "{expected:?} missing from:\n{help}"
+            );
+        }
+        assert!(
+            !help.contains("base set of command line arguments"),
+            "{help}"
+        );
+    }
 }

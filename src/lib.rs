@@ -2,8 +2,10 @@
 //! went where it went.
 //!
 //! Start-up story: [`cli`] parses the command line, [`config`] reads and validates the YAML
-//! file, [`server`] assembles a Pingora server with the [`proxy`], the [`upkeep`] background
-//! service (discovery and health checks) and, in demo mode, the [`demo`] backends.
+//! file, [`runtime`] builds the first configuration snapshot (and discovers every group once),
+//! [`server`] checks what else can fail, then assembles a Pingora server with the [`proxy`],
+//! the [`upkeep`] background service (discovery and health checks), the [`admin`] listener
+//! and, in demo mode, the [`demo`] backends.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,11 +16,13 @@ pub mod demo;
 pub mod discovery;
 pub mod edge;
 pub mod health;
-pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
+pub mod runtime;
 pub mod selection;
 pub mod server;
+pub mod shutdown;
 pub mod target_group;
 pub mod upkeep;

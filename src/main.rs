@@ -1,4 +1,4 @@
-//! `switchyard`: read the configuration, check it, build the Pingora server, run it.
+//! `switchyard`: read the configuration, check everything, build the Pingora server, run it.
 
 use std::process::ExitCode;
 
@@ -8,20 +8,22 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use switchyard::cli::Cli;
-use switchyard::config;
+use switchyard::cli::{Cli, Command};
+use switchyard::config::{self, Loaded};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    switchyard::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(switchyard::cli::Command::Aws(args)) => run_aws(args),
+        Some(Command::Aws(args)) => run_aws(args),
         None => run(cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchyard: {e:#}");
+            for line in format!("{e:#}").lines() {
+                eprintln!("switchyard: {line}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -35,37 +37,32 @@ fn run_aws(args: switchyard::aws::cli::AwsArgs) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let (config, text, source) = match (&cli.pingora.conf, cli.demo) {
-        (Some(path), _) => {
-            let (config, text) = config::load(path.as_ref())?;
-            (config, text, path.clone())
-        }
-        (None, true) => {
-            let source = "<embedded demo configuration>".to_string();
-            (
-                config::parse(config::DEMO_YAML, &source)?,
-                config::DEMO_YAML.to_string(),
-                source,
-            )
-        }
+    let loaded = read_configuration(&cli)?;
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    if cli.test {
+        println!("switchyard: configuration {} is valid", loaded.source);
+        return Ok(());
+    }
+    if cli.demo && (cli.daemon || loaded.pingora.daemon) {
+        anyhow::bail!("--demo runs in the foreground; drop -d / daemon: true");
+    }
+    switchyard::server::run(switchyard::server::Start {
+        opt: cli.pingora_opt(),
+        config: loaded.config,
+        pingora: loaded.pingora,
+        demo: cli.demo,
+    })
+}
+
+fn read_configuration(cli: &Cli) -> anyhow::Result<Loaded> {
+    let loaded = match (&cli.conf, cli.demo) {
+        (Some(path), _) => config::load(path),
+        (None, true) => config::parse_full(config::DEMO_YAML, "<embedded demo configuration>"),
         (None, false) => {
             anyhow::bail!("no configuration: pass -c FILE, or --demo for the built-in demo")
         }
     };
-    let pingora = switchyard::server::pingora_conf(&text, &source)?;
-    if cli.pingora.test {
-        println!("switchyard: configuration {source} is valid");
-        return Ok(());
-    }
-    if cli.demo && (cli.pingora.daemon || pingora.daemon) {
-        anyhow::bail!("--demo runs in the foreground; drop -d / daemon: true");
-    }
-    log::info!(
-        "starting: {} listener(s), {} target group(s), {} route(s)",
-        config.listeners.len(),
-        config.target_groups.len(),
-        config.routes.len()
-    );
-    let server = switchyard::server::build(config, pingora, cli.pingora, cli.demo)?;
-    server.run_forever()
+    loaded.map_err(anyhow::Error::from)
 }

@@ -2,8 +2,11 @@
 //! it; no global statics. Labels stay bounded: routes and groups come from the configuration,
 //! backends from discovery, codes from HTTP.
 //!
-//! Counters are incremented where the event happens; per-backend gauges (health, EWMA,
-//! in-flight, probe latency) are set from the live state at scrape time, so they are exact.
+//! Counters are incremented where the event happens (per-request ones only while recording
+//! is on, `admin.metrics`); every counter family is created at zero for each known label set
+//! when a group, route or backend appears, so alerts and dashboards never see "no data".
+//! Per-backend gauges (health, EWMA, in-flight, probe latency) are set from the live state at
+//! scrape time, so they are exact.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +49,8 @@ impl ErrorKind {
 
 /// Every metric Switchyard exports.
 pub struct Metrics {
+    /// Whether per-request metrics are recorded (`admin.metrics`).
+    enabled: bool,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -96,8 +101,8 @@ fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
-    pub fn new() -> Arc<Self> {
+    /// A fresh registry with every metric registered; `enabled` turns recording on.
+    pub fn new(enabled: bool) -> Arc<Self> {
         let r = Registry::new();
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -121,6 +126,7 @@ impl Metrics {
             start_time.set(since.as_secs() as i64);
         }
         let m = Metrics {
+            enabled,
             requests: counter(&r, "lb_http_requests_total", "Requests answered, by route, target group, backend and status code.", &["route", "target_group", "backend", "code"]),
             duration,
             upstream_errors: counter(&r, "lb_upstream_errors_total", "Failed upstream attempts by kind: connect_failure, timeout, connection_error, http_5xx, http_429.", &["target_group", "backend", "kind"]),
@@ -147,8 +153,45 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        m.config_loads.with_label_values(&["success"]).inc();
+        for result in ["success", "failure"] {
+            m.config_loads.with_label_values(&[result]);
+        }
         Arc::new(m)
+    }
+
+    /// Whether recording is on.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Create the counters of group `group` at zero (discovery counters only for groups
+    /// that discover).
+    pub fn init_group(&self, group: &str, discovers: bool) {
+        self.retries.with_label_values(&[group]);
+        self.no_backend.with_label_values(&[group]);
+        self.shed.with_label_values(&[group]);
+        if discovers {
+            for result in ["success", "failure"] {
+                self.discovery_refreshes.with_label_values(&[group, result]);
+            }
+        }
+    }
+
+    /// Create the counters of route `route` at zero.
+    pub fn init_route(&self, route: &str) {
+        self.rate_limited.with_label_values(&[route]);
+    }
+
+    /// Create the counters of a backend at zero when it joins a group.
+    pub fn init_backend(&self, group: &str, backend: &str) {
+        self.ejections.with_label_values(&[group, backend]);
+    }
+
+    /// Count a configuration load (start or reload) by result.
+    pub fn config_load(&self, ok: bool) {
+        self.config_loads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
     }
 
     /// Count one finished request.
@@ -160,6 +203,9 @@ impl Metrics {
         code: u16,
         duration: Duration,
     ) {
+        if !self.enabled {
+            return;
+        }
         let code = self
             .codes
             .get(code as usize)
@@ -174,40 +220,64 @@ impl Metrics {
     }
 
     pub fn upstream_error(&self, group: &str, backend: &str, kind: ErrorKind) {
+        if !self.enabled {
+            return;
+        }
         self.upstream_errors
             .with_label_values(&[group, backend, kind.as_str()])
             .inc();
     }
 
     pub fn retry(&self, group: &str) {
+        if !self.enabled {
+            return;
+        }
         self.retries.with_label_values(&[group]).inc();
     }
 
     pub fn no_backend(&self, group: &str) {
+        if !self.enabled {
+            return;
+        }
         self.no_backend.with_label_values(&[group]).inc();
     }
 
     pub fn health_check(&self, group: &str, backend: &str, ok: bool) {
+        if !self.enabled {
+            return;
+        }
         self.health_checks
             .with_label_values(&[group, backend, if ok { "success" } else { "failure" }])
             .inc();
     }
 
     pub fn ejection(&self, group: &str, backend: &str) {
+        if !self.enabled {
+            return;
+        }
         self.ejections.with_label_values(&[group, backend]).inc();
     }
 
     pub fn discovery_refresh(&self, group: &str, ok: bool) {
+        if !self.enabled {
+            return;
+        }
         self.discovery_refreshes
             .with_label_values(&[group, if ok { "success" } else { "failure" }])
             .inc();
     }
 
     pub fn rate_limited(&self, route: &str) {
+        if !self.enabled {
+            return;
+        }
         self.rate_limited.with_label_values(&[route]).inc();
     }
 
     pub fn shed(&self, group: &str) {
+        if !self.enabled {
+            return;
+        }
         self.shed.with_label_values(&[group]).inc();
     }
 
@@ -308,7 +378,7 @@ mod tests {
     #[test]
     fn the_grafana_dashboard_uses_only_exported_metrics() {
         let dashboard = include_str!("../conf/grafana/switchyard-dashboard.json");
-        let names = Metrics::new().names();
+        let names = Metrics::new(true).names();
         let used: std::collections::BTreeSet<&str> = dashboard
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("lb_"))
@@ -328,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_request_is_counted_once_with_its_labels() {
-        let m = Metrics::new();
+        let m = Metrics::new(true);
         m.observe_request("/c1", "c1", "127.0.0.1:1", 200, Duration::from_millis(3));
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(r#"lb_http_requests_total{backend="127.0.0.1:1",code="200",route="/c1",target_group="c1"} 1"#), "{text}");

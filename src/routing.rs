@@ -34,11 +34,6 @@ impl Router {
         }
     }
 
-    /// The routes, in matching order.
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
     /// The first route matching `host` (a Host header, port allowed) and `path`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<Matched<'_>> {
         // Normalising the host allocates; do it only when some rule looks at it.

@@ -1,9 +1,15 @@
-//! Assembles the Pingora server: proxy service, background upkeep, demo backends.
+//! Assembles and starts the Pingora server. Everything that can fail is checked before any
+//! socket is touched — configuration, certificates, the first discovery of every group, free
+//! listening addresses — so a bad start exits at once with one clear line, and a bad upgrade
+//! leaves the running instance serving.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -11,159 +17,228 @@ use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
 use crate::admin::AdminApp;
-use crate::config::{Config, ConfigError, ListenerKind};
+use crate::config::{Config, ListenerKind};
 use crate::demo::DemoBackends;
 use crate::edge::redirect::RedirectApp;
 use crate::edge::slow_client::GuardedApp;
 use crate::edge::tls;
-use crate::lifecycle::{Draining, PhaseWatcher};
 use crate::metrics::Metrics;
 use crate::proxy::Switchyard;
-use crate::target_group::TargetGroup;
+use crate::runtime::Runtime;
+use crate::shutdown::{Leaving, PhaseWatcher};
 use crate::upkeep::Upkeep;
 
-/// Parse Pingora's own keys of the file, with the same error reporting as ours.
-pub fn pingora_conf(text: &str, source: &str) -> Result<ServerConf, ConfigError> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    let conf: ServerConf = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let message = crate::config::clean_yaml_message(&inner.to_string(), &field);
-        ConfigError {
-            source: source.to_string(),
-            field,
-            line: inner.location().map(|l| l.line()),
-            message,
+/// Longest wait for the first discovery of every group at start.
+pub const FIRST_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `run` needs besides the configuration.
+pub struct Start {
+    pub config: Config,
+    pub pingora: ServerConf,
+    pub opt: Opt,
+    pub demo: bool,
+}
+
+/// Check everything, take the listening sockets (from the running instance on `-u`), and
+/// serve until told to stop.
+pub fn run(start: Start) -> anyhow::Result<()> {
+    let Start {
+        config,
+        pingora,
+        opt,
+        demo,
+    } = start;
+    let upgrading = opt.upgrade;
+    let metrics = Metrics::new(config.admin.as_ref().is_none_or(|a| a.metrics));
+    let runtime = first_discovery(config.clone(), metrics)?;
+    let tls = tls_settings(&config)?;
+    if !upgrading {
+        check_addresses_free(&config)?;
+    }
+    let pid_file = pingora.pid_file.clone();
+    let daemon = pingora.daemon || opt.daemon;
+    let mut server = Server::new_with_opt_and_conf(opt, pingora);
+    if upgrading {
+        hand_over_from_running_instance(&pid_file)?;
+    }
+    // Takes the listening sockets of the old process when upgrading.
+    server.bootstrap();
+    let leaving = Leaving::default();
+    let watcher = PhaseWatcher::new(server.watch_execution_phase(), leaving.clone());
+    server.add_service(background_service("phases", watcher));
+    add_proxy(&mut server, &config, runtime.clone(), leaving, tls);
+    if let Some(admin) = &config.admin {
+        let app = AdminApp::new(runtime.clone());
+        server.add_service(small_service("switchyard admin", app, &admin.address_text));
+        log::info!(
+            "admin (metrics, status, dashboard) on http://{}/dashboard",
+            admin.address_text
+        );
+    }
+    if demo {
+        server.add_service(background_service("demo backends", DemoBackends));
+    }
+    server.add_service(background_service("upkeep", Upkeep::new(runtime)));
+    if !daemon {
+        // Pingora writes it in daemon mode; a later `-u` finds this process through it.
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            log::warn!("cannot write pid file {pid_file}: {e}");
         }
-    })?;
-    conf.validate().map_err(|e| ConfigError {
-        source: source.to_string(),
-        field: "(pingora server settings)".to_string(),
-        line: None,
-        message: e.to_string(),
+    }
+    log::info!(
+        "serving: {} listener(s), {} target group(s), {} route(s)",
+        config.listeners.len(),
+        config.target_groups.len(),
+        config.routes.len()
+    );
+    server.run_forever()
+}
+
+/// Build the runtime and discover every group once, on a throwaway runtime: nothing may
+/// outlive it into a daemon fork.
+fn first_discovery(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Runtime>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    rt.block_on(async {
+        tokio::time::timeout(FIRST_DISCOVERY_TIMEOUT, Runtime::start(config, metrics))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the first discovery of the target groups took longer than {}s",
+                    FIRST_DISCOVERY_TIMEOUT.as_secs()
+                )
+            })?
     })
 }
 
-/// Build the server for `config`. Nothing listens until `run_forever`.
-pub fn build(
-    config: Config,
-    pingora: ServerConf,
-    mut opt: Opt,
-    demo: bool,
-) -> anyhow::Result<Server> {
-    // The configuration was read already; Pingora must not read the file again.
-    opt.conf = None;
-    let mut server = Server::new_with_opt_and_conf(opt, pingora);
-    server.bootstrap();
-
-    let metrics = match &config.admin {
-        Some(a) if a.metrics => Some(Metrics::new()),
-        _ => None,
-    };
-    let groups: Vec<Arc<TargetGroup>> = config
-        .target_groups
+/// The TLS settings of each TLS listener, by index. Certificates were checked with the
+/// configuration; self-signed ones are made (or reused) now.
+fn tls_settings(config: &Config) -> anyhow::Result<Vec<Option<TlsSettings>>> {
+    config
+        .listeners
         .iter()
-        .cloned()
-        .map(|g| Arc::new(TargetGroup::new(g, metrics.clone())))
-        .collect();
-    discover_once(&groups)?;
+        .map(|l| match &l.kind {
+            ListenerKind::Tls { cert, key } => tls::listener_settings(cert, key).map(Some),
+            ListenerKind::SelfSignedTls => {
+                let (cert, key) = tls::self_signed()?;
+                log::warn!(
+                    "listener {} uses a self-signed certificate ({}): for development only",
+                    l.address_text,
+                    cert.display()
+                );
+                tls::listener_settings(&cert, &key).map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
 
-    let draining = Draining::default();
-    let watcher = PhaseWatcher::new(server.watch_execution_phase(), draining.clone());
-    server.add_service(background_service("lifecycle", watcher));
-    let switchyard = Switchyard::new(&config, groups.clone(), metrics.clone(), draining);
-    let limiters = switchyard.rate_limiters();
-    // Pingora's proxy app, behind a deadline for the first request head (slowloris).
+/// Fail with the address and field if another process listens on one of ours.
+fn check_addresses_free(config: &Config) -> anyhow::Result<()> {
+    let listeners = config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("listeners[{i}].address"), l.address));
+    let admin = config
+        .admin
+        .iter()
+        .map(|a| ("admin.address".to_string(), a.address));
+    for (field, addr) in listeners.chain(admin) {
+        bindable(addr).with_context(|| format!("{field}: cannot listen on {addr}"))?;
+    }
+    Ok(())
+}
+
+fn bindable(addr: SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "the address is already in use (another process listens there; to replace a running Switchyard, use -u)"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Ask the instance named by `pid_file` to hand over its sockets (SIGQUIT); it retries
+/// connecting to the upgrade socket for a few seconds, which `bootstrap` opens right after.
+fn hand_over_from_running_instance(pid_file: &str) -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let running = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|pid| *pid != std::process::id() as i32 && is_switchyard(*pid));
+    match running {
+        Some(pid) => {
+            kill(Pid::from_raw(pid), Signal::SIGQUIT)
+                .with_context(|| format!("signalling the running instance (pid {pid})"))?;
+            log::info!("upgrade: asked the running instance (pid {pid}) to hand over its sockets");
+        }
+        None => log::warn!(
+            "upgrade: no running Switchyard found through {pid_file}; waiting a few seconds for one to be sent SIGQUIT"
+        ),
+    }
+    Ok(())
+}
+
+/// Whether process `pid` is a Switchyard (so a stale pid file never signals a stranger).
+fn is_switchyard(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim() == "switchyard")
+}
+
+fn add_proxy(
+    server: &mut Server,
+    config: &Config,
+    runtime: Arc<Runtime>,
+    leaving: Leaving,
+    mut tls: Vec<Option<TlsSettings>>,
+) {
+    let switchyard = Switchyard::new(runtime.clone(), leaving);
+    // Pingora's proxy app, behind a deadline for request heads (slowloris).
     let mut proxy_app = HttpProxy::new(switchyard, server.configuration.clone());
     proxy_app.handle_init_modules();
-    let guarded = GuardedApp::new(proxy_app, config.proxy.client_header_timeout);
+    let guarded = GuardedApp::new(proxy_app, runtime);
     let mut proxy = Service::new("switchyard proxy".to_string(), guarded);
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         match &l.kind {
             ListenerKind::Plain => {
                 proxy.add_tcp(&l.address_text);
                 log::info!("listening for HTTP on {}", l.address_text);
             }
-            ListenerKind::Tls { cert, key } => {
-                proxy.add_tls_with_settings(
-                    &l.address_text,
-                    None,
-                    tls::listener_settings(cert, key)?,
-                );
-                log::info!(
-                    "listening for HTTPS on {} ({})",
-                    l.address_text,
-                    cert.display()
-                );
-            }
-            ListenerKind::SelfSignedTls => {
-                let (cert, key) = tls::self_signed("switchyard-self-signed")?;
-                proxy.add_tls_with_settings(
-                    &l.address_text,
-                    None,
-                    tls::listener_settings(&cert, &key)?,
-                );
-                log::warn!("listening for HTTPS on {} with a self-signed certificate ({}): for development only", l.address_text, cert.display());
+            ListenerKind::Tls { .. } | ListenerKind::SelfSignedTls => {
+                if let Some(settings) = tls[i].take() {
+                    proxy.add_tls_with_settings(&l.address_text, None, settings);
+                    log::info!("listening for HTTPS on {}", l.address_text);
+                }
             }
             ListenerKind::RedirectHttps { port, status } => {
                 let app = RedirectApp {
                     https_port: *port,
                     status: *status,
                 };
-                let service = small_service(
-                    format!("switchyard redirect {}", l.address_text),
-                    app,
-                    &l.address_text,
-                );
+                let name = format!("switchyard redirect {}", l.address_text);
+                server.add_service(small_service(&name, app, &l.address_text));
                 log::info!(
                     "redirecting HTTP on {} to HTTPS port {port} with {status}",
                     l.address_text
                 );
-                server.add_service(service);
             }
         }
     }
-    if let Some(admin) = &config.admin {
-        let app = AdminApp::new(&config, groups.clone(), limiters, metrics.clone());
-        let service = small_service("switchyard admin".to_string(), app, &admin.address_text);
-        log::info!(
-            "admin (metrics, status, dashboard) on http://{}/dashboard",
-            admin.address_text
-        );
-        server.add_service(service);
-    }
-    if demo {
-        server.add_service(background_service("demo backends", DemoBackends));
-    }
-    server.add_service(background_service("upkeep", Upkeep::new(groups)));
     server.add_service(proxy);
-    Ok(server)
 }
 
 /// A one-thread HTTP service for `app` on `address` (admin endpoints, redirects: light work).
-fn small_service<A>(name: String, app: A, address: &str) -> Service<HttpServer<A>>
+fn small_service<A>(name: &str, app: A, address: &str) -> Service<HttpServer<A>>
 where
     A: pingora_core::apps::http_app::ServeHttp + Send + Sync + 'static,
 {
-    let mut service = Service::new(name, HttpServer::new_app(app));
+    let mut service = Service::new(name.to_string(), HttpServer::new_app(app));
     service.add_tcp(address);
     service.threads = Some(1);
     service
-}
-
-/// Fill every group's membership before serving, so the first request has backends.
-fn discover_once(groups: &[Arc<TargetGroup>]) -> anyhow::Result<()> {
-    // A throwaway runtime: nothing may outlive it into a daemon fork.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
-    rt.block_on(async {
-        for g in groups {
-            g.refresh()
-                .await
-                .map_err(|e| anyhow::anyhow!("group {}: discovery failed: {e}", g.config.name))?;
-        }
-        Ok(())
-    })
 }

@@ -89,7 +89,7 @@ target_groups:
           values: [Cluster1]
       port: {port}
       refresh_interval: 1s
-    deregistration_delay: 3s
+    deregistration_delay: 10s
     health_check:
       interval: 200ms
       timeout: 150ms
@@ -131,7 +131,7 @@ async fn discovery_follows_instances_checks_new_ones_and_drains_gone_ones() {
     let ec2 = moto.ec2();
     let subnet = loopback_subnet(&ec2).await;
     let port = free_port();
-    let _b21 = backend_on("127.0.0.21", port, "i-21", true).await;
+    let b21 = backend_on("127.0.0.21", port, "i-21", true).await;
     let _b22 = backend_on("127.0.0.22", port, "i-22", true).await;
     let _b23 = backend_on("127.0.0.23", port, "i-23", true).await;
     let b24 = backend_on("127.0.0.24", port, "i-24", false).await;
@@ -169,25 +169,51 @@ async fn discovery_follows_instances_checks_new_ones_and_drains_gone_ones() {
         .await
     );
 
-    // A terminated instance stops getting requests, drains and leaves.
+    // A terminated instance drains: the requests it has in flight finish with 200, new ones
+    // go elsewhere, and it leaves once idle.
+    control(&b21, serde_json::json!({"delay_ms": 3000})).await;
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let url = sy.url("/slow");
+            tokio::spawn(async move { get(&client(None), &url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     ec2.terminate_instances()
         .instance_ids(&i21)
         .send()
         .await
         .unwrap();
-    let gone = eventually(Duration::from_secs(15), || async {
-        !served(&sy, 30).await.contains("i-21")
-            && !states(&sy.status().await)
-                .iter()
-                .any(|(a, _)| a.starts_with("127.0.0.21"))
+    let addr21 = format!("127.0.0.21:{port}");
+    let draining = eventually(Duration::from_secs(5), || async {
+        states(&sy.status().await).contains(&(addr21.clone(), "draining".into()))
+    })
+    .await;
+    assert!(draining, "never draining: {:?}", states(&sy.status().await));
+    let meanwhile = served(&sy, 30).await;
+    assert!(
+        !meanwhile.contains("i-21"),
+        "a draining backend got new requests: {meanwhile:?}"
+    );
+    let mut slow_on_21 = 0;
+    for t in slow {
+        let a = t.await.unwrap();
+        assert_eq!(a.status, 200, "a request in flight was cut: {a:?}");
+        slow_on_21 += (a.backend.as_deref() == Some("i-21")) as usize;
+    }
+    assert!(slow_on_21 >= 1, "no request was in flight on the terminated instance");
+    let gone = eventually(Duration::from_secs(10), || async {
+        !states(&sy.status().await)
+            .iter()
+            .any(|(a, _)| a.starts_with("127.0.0.21"))
     })
     .await;
     assert!(
         gone,
-        "terminated instance still present: {:?}",
+        "drained instance still present: {:?}",
         states(&sy.status().await)
     );
-    assert!(sy.log_text().contains("left EC2 discovery"));
+    assert!(sy.log_text().contains("left the group: draining"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

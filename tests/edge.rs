@@ -38,7 +38,7 @@ fn served(backends: &[&RunningBackend]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn https_reaches_the_right_backend_over_http2_with_hsts() {
-    let (cert, key) = switchyard::edge::tls::self_signed("switchyard-test-tls").unwrap();
+    let (cert, key) = switchyard::edge::tls::self_signed().unwrap();
     let a = backend("a", 0).await;
     let b = backend("b", 0).await;
     let tls_port = free_port();

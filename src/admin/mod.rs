@@ -11,54 +11,41 @@ use http::{header, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
-use crate::config::Config;
-use crate::edge::rate_limit::RateLimiter;
-use crate::metrics::Metrics;
-use crate::target_group::TargetGroup;
+use crate::runtime::Runtime;
 
 /// The dashboard page: self-contained (no CDN), it polls `/status`.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
-    groups: Vec<Arc<TargetGroup>>,
-    limiters: Vec<(String, Arc<RateLimiter>)>,
-    routes: serde_json::Value,
-    metrics: Option<Arc<Metrics>>,
+    runtime: Arc<Runtime>,
     started: Instant,
 }
 
 impl AdminApp {
-    pub fn new(
-        config: &Config,
-        groups: Vec<Arc<TargetGroup>>,
-        limiters: Vec<(String, Arc<RateLimiter>)>,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Self {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
         Self {
-            routes: status::route_table(config),
-            groups,
-            limiters,
-            metrics,
+            runtime,
             started: Instant::now(),
         }
     }
 
     fn metrics_text(&self) -> Response<Vec<u8>> {
-        match &self.metrics {
-            Some(m) => {
-                m.refresh_gauges(&self.groups, &self.limiters);
-                reply(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    m.encode(),
-                )
-            }
-            None => reply(
+        let m = &self.runtime.metrics;
+        if m.enabled() {
+            let snapshot = self.runtime.snapshot();
+            m.refresh_gauges(&snapshot.groups, &snapshot.limiters());
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                m.encode(),
+            )
+        } else {
+            reply(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",
                 b"metrics are disabled (admin.metrics: false)\n".to_vec(),
-            ),
+            )
         }
     }
 }
@@ -87,7 +74,7 @@ impl ServeHttp for AdminApp {
         match req.uri.path() {
             "/metrics" => self.metrics_text(),
             "/status" => {
-                let body = status::status_json(&self.groups, &self.routes, self.started.elapsed());
+                let body = status::status_json(&self.runtime.snapshot(), self.started.elapsed());
                 reply(
                     StatusCode::OK,
                     "application/json",

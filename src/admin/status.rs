@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::config::{Config, HostMatch, PathMatch, RouteAction};
+use crate::runtime::Snapshot;
 use crate::target_group::TargetGroup;
 
-/// The route table as JSON (computed once: routes do not change at run time).
+/// The route table as JSON.
 pub fn route_table(config: &Config) -> Value {
     let action = |a: &RouteAction| match a {
         RouteAction::Forward(i) => json!({"target_group": config.target_groups[*i].name}),
@@ -36,19 +37,20 @@ pub fn route_table(config: &Config) -> Value {
 }
 
 /// The whole status document as of now.
-pub fn status_json(groups: &[Arc<TargetGroup>], routes: &Value, uptime: Duration) -> Value {
+pub fn status_json(snapshot: &Snapshot, uptime: Duration) -> Value {
     let now = Instant::now();
-    let groups: Vec<Value> = groups.iter().map(|g| group_json(g, now)).collect();
+    let groups: Vec<Value> = snapshot.groups.iter().map(|g| group_json(g, now)).collect();
     json!({
         "service": "switchyard",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": uptime.as_secs(),
+        "config_generation": snapshot.generation,
         "target_groups": groups,
-        "routes": routes,
+        "routes": route_table(&snapshot.config),
     })
 }
 
-fn group_json(g: &TargetGroup, now: Instant) -> Value {
+fn group_json(g: &Arc<TargetGroup>, now: Instant) -> Value {
     let views = g.backend_views(now);
     let minute_total: u64 = views.iter().map(|v| v.requests_last_minute).sum();
     let healthy = views.iter().filter(|v| v.healthy).count();
@@ -64,7 +66,8 @@ fn group_json(g: &TargetGroup, now: Instant) -> Value {
                 "address": v.addr.to_string(),
                 "weight": v.weight,
                 "healthy": v.healthy,
-                "state": v.lifecycle.as_str(),
+                "state": v.state(),
+                "drained": v.drained,
                 "ejected": v.ejected,
                 "inflight": v.inflight,
                 "ewma_ms": round3(v.ewma.as_secs_f64() * 1e3),
@@ -86,6 +89,7 @@ fn group_json(g: &TargetGroup, now: Instant) -> Value {
         "total": views.len(),
         "requests_last_minute": minute_total,
         "backends": backends,
+        "drift": g.drift(),
     })
 }
 

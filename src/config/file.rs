@@ -6,67 +6,79 @@
 
 use std::time::Duration;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-/// The whole YAML file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    // ---- Pingora's `ServerConf` keys (read by Pingora itself) ----
-    pub version: Option<IgnoredAny>,
-    pub daemon: Option<IgnoredAny>,
-    pub error_log: Option<IgnoredAny>,
-    pub pid_file: Option<IgnoredAny>,
-    pub upgrade_sock: Option<IgnoredAny>,
-    pub user: Option<IgnoredAny>,
-    pub group: Option<IgnoredAny>,
-    pub working_directory: Option<IgnoredAny>,
-    pub threads: Option<IgnoredAny>,
-    pub listener_tasks_per_fd: Option<IgnoredAny>,
-    pub work_stealing: Option<IgnoredAny>,
-    pub runtime_enable_alt_timer: Option<IgnoredAny>,
-    pub ca_file: Option<IgnoredAny>,
-    pub grace_period_seconds: Option<IgnoredAny>,
-    pub graceful_shutdown_timeout_seconds: Option<IgnoredAny>,
-    pub client_bind_to_ipv4: Option<IgnoredAny>,
-    pub client_bind_to_ipv6: Option<IgnoredAny>,
-    pub upstream_keepalive_pool_size: Option<IgnoredAny>,
-    pub upstream_connect_offload_threadpools: Option<IgnoredAny>,
-    pub upstream_connect_offload_thread_per_pool: Option<IgnoredAny>,
-    pub downstream_tls_offload_threadpools: Option<IgnoredAny>,
-    pub downstream_tls_offload_thread_per_pool: Option<IgnoredAny>,
-    pub upstream_debug_ssl_keylog: Option<IgnoredAny>,
-    pub max_retries: Option<IgnoredAny>,
-    pub upgrade_sock_connect_accept_max_retries: Option<IgnoredAny>,
-    pub max_blocking_threads: Option<IgnoredAny>,
-    pub blocking_threads_ttl_seconds: Option<IgnoredAny>,
-    pub fast_timeout_to_tokio_threshold_seconds: Option<IgnoredAny>,
-    pub runtime_metrics_poll_time_histogram: Option<IgnoredAny>,
-    pub runtime_metrics_poll_time_histogram_scale: Option<IgnoredAny>,
-    pub runtime_metrics_poll_time_histogram_resolution_micros: Option<IgnoredAny>,
-    pub runtime_metrics_poll_time_histogram_buckets: Option<IgnoredAny>,
-    pub daemon_wait_for_ready: Option<IgnoredAny>,
-    pub daemon_ready_timeout_seconds: Option<IgnoredAny>,
-    pub daemon_notify_timeout_seconds: Option<IgnoredAny>,
+/// Pingora's `ServerConf` keys, read by Pingora itself from the same file. Pingora ignores
+/// unknown keys, so a typo there would pass silently: every top-level key must be one of these
+/// or one of [`SWITCHYARD_KEYS`].
+pub const PINGORA_KEYS: &[&str] = &[
+    "version",
+    "daemon",
+    "error_log",
+    "pid_file",
+    "upgrade_sock",
+    "user",
+    "group",
+    "working_directory",
+    "threads",
+    "listener_tasks_per_fd",
+    "work_stealing",
+    "runtime_enable_alt_timer",
+    "ca_file",
+    "grace_period_seconds",
+    "graceful_shutdown_timeout_seconds",
+    "client_bind_to_ipv4",
+    "client_bind_to_ipv6",
+    "upstream_keepalive_pool_size",
+    "upstream_connect_offload_threadpools",
+    "upstream_connect_offload_thread_per_pool",
+    "downstream_tls_offload_threadpools",
+    "downstream_tls_offload_thread_per_pool",
+    "upstream_debug_ssl_keylog",
+    "max_retries",
+    "upgrade_sock_connect_accept_max_retries",
+    "max_blocking_threads",
+    "blocking_threads_ttl_seconds",
+    "fast_timeout_to_tokio_threshold_seconds",
+    "runtime_metrics_poll_time_histogram",
+    "runtime_metrics_poll_time_histogram_scale",
+    "runtime_metrics_poll_time_histogram_resolution_micros",
+    "runtime_metrics_poll_time_histogram_buckets",
+    "daemon_wait_for_ready",
+    "daemon_ready_timeout_seconds",
+    "daemon_notify_timeout_seconds",
+];
 
-    // ---- Switchyard's keys ----
+/// Switchyard's own top-level keys.
+pub const SWITCHYARD_KEYS: &[&str] = &[
+    "listeners",
+    "target_groups",
+    "routes",
+    "default_target_group",
+    "proxy",
+    "admin",
+];
+
+/// Switchyard's part of the file, read section by section (and list item by list item) so
+/// that one bad item does not hide the errors of the others. Each item keeps its index in the
+/// file for error paths.
+#[derive(Debug, Default)]
+pub struct FileConfig {
     /// Where the proxy accepts client traffic.
-    #[serde(default)]
-    pub listeners: Vec<ListenerFile>,
+    pub listeners: Vec<(usize, ListenerFile)>,
+    /// Whether a `listeners` list was given at all (possibly with bad items).
+    pub listeners_given: usize,
     /// Named pools of backends.
-    #[serde(default)]
-    pub target_groups: Vec<TargetGroupFile>,
+    pub target_groups: Vec<(usize, TargetGroupFile)>,
+    /// Names of groups whose item could not be read: routes naming them are not flagged too.
+    pub unreadable_groups: Vec<String>,
     /// Ordered routing rules; the first match wins.
-    #[serde(default)]
-    pub routes: Vec<RouteFile>,
+    pub routes: Vec<(usize, RouteFile)>,
     /// Group for requests that match no route; without it they get 404.
     pub default_target_group: Option<String>,
     /// Proxy-wide behaviour.
-    #[serde(default)]
     pub proxy: ProxyFile,
     /// The admin listener: metrics, status API and dashboard.
-    #[serde(default)]
     pub admin: AdminFile,
 }
 
@@ -145,6 +157,10 @@ pub struct ProxyFile {
     /// Longest wait for the next bytes of a request body (default 30s); slower clients get 408.
     #[serde(default, with = "humantime_serde")]
     pub client_body_timeout: Option<Duration>,
+    /// Slowest accepted average upload rate of a request body, in bytes per second (default
+    /// 500, as Apache's `MinRate`): the body's deadline is `client_body_timeout` plus one
+    /// second per this many bytes received. 0 turns the rate floor off.
+    pub client_body_min_rate: Option<u64>,
 }
 
 /// Where the client IP comes from.

@@ -9,7 +9,7 @@ use crate::edge::shed::ShedSettings;
 use crate::selection::StrategyKind;
 
 /// Everything Switchyard needs, checked once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listeners: Vec<Listener>,
     pub target_groups: Vec<TargetGroupConfig>,
@@ -22,7 +22,7 @@ pub struct Config {
 }
 
 /// The admin listener's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub address: SocketAddr,
     pub address_text: String,
@@ -31,7 +31,7 @@ pub struct AdminSettings {
 }
 
 /// A listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     pub address: SocketAddr,
     /// The address as written, which Pingora uses as the key for graceful upgrades.
@@ -53,7 +53,7 @@ pub enum ListenerKind {
 }
 
 /// Proxy-wide behaviour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
     pub decision_headers: bool,
     pub access_log: bool,
@@ -63,19 +63,23 @@ pub struct ProxySettings {
     pub client_ip: ClientIpSettings,
     /// The `Strict-Transport-Security` value for TLS responses, if enabled.
     pub hsts: Option<String>,
-    pub client_body_timeout: std::time::Duration,
-    pub client_header_timeout: std::time::Duration,
+    /// Longest wait for the next bytes of a request body, and the body's initial allowance.
+    pub client_body_timeout: Duration,
+    /// Slowest accepted average body upload rate (bytes per second; 0 = no floor).
+    pub client_body_min_rate: u64,
+    /// Longest time to receive a request head, on every request of a connection.
+    pub client_header_timeout: Duration,
 }
 
 /// Where the client IP comes from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientIpSettings {
     pub header: Option<String>,
     pub trusted_proxies: Vec<Cidr>,
 }
 
 /// One target group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetGroupConfig {
     pub name: String,
     pub strategy: StrategyKind,
@@ -119,7 +123,7 @@ pub struct BackendSpec {
 }
 
 /// Timeouts towards the backends of a group.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpstreamTimeouts {
     pub connect: Duration,
     pub read: Duration,
@@ -129,7 +133,7 @@ pub struct UpstreamTimeouts {
 }
 
 /// Active HTTP health checks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckSettings {
     pub enabled: bool,
     pub path: String,
@@ -153,7 +157,7 @@ impl StatusRanges {
 }
 
 /// Passive ejection settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PassiveSettings {
     pub enabled: bool,
     pub max_failures: u32,
@@ -161,7 +165,7 @@ pub struct PassiveSettings {
 }
 
 /// Latency tracking settings shared by the latency-aware strategies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencySettings {
     pub decay: Duration,
     pub default_rtt: Duration,
@@ -181,13 +185,13 @@ impl Default for LatencySettings {
 }
 
 /// How `sticky` keys a client: the LB cookie if configured, else the client IP.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StickySettings {
     pub lb_cookie: Option<LbCookie>,
 }
 
 /// An LB-generated stickiness cookie.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LbCookie {
     pub name: String,
     pub max_age: Duration,
@@ -268,7 +272,7 @@ pub enum PathMatch {
 }
 
 /// One validated routing rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
     pub host: Option<HostMatch>,

@@ -1,5 +1,6 @@
 //! Where a target group's backends come from. Every source is a Pingora `ServiceDiscovery`
-//! that attaches each backend's stats (from the group's registry) to `Backend::ext`.
+//! that answers with the current set of addresses and weights; what happens to backends that
+//! appear or vanish is decided by the group, the same way for every source.
 
 pub mod ec2;
 pub mod static_list;

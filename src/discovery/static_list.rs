@@ -1,8 +1,6 @@
 //! Backends listed in the configuration file.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use http::Extensions;
@@ -11,40 +9,30 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::Backend;
 
 use crate::config::BackendSpec;
-use crate::selection::stats::StatsRegistry;
 
 /// A fixed list of backends.
 pub struct StaticList {
     specs: Vec<BackendSpec>,
-    registry: Arc<StatsRegistry>,
 }
 
 impl StaticList {
-    pub fn new(specs: Vec<BackendSpec>, registry: Arc<StatsRegistry>) -> Self {
-        Self { specs, registry }
+    pub fn new(specs: Vec<BackendSpec>) -> Self {
+        Self { specs }
     }
 }
 
-/// A Pingora backend for `spec` with its stats attached from `registry`.
-pub fn backend_for(spec: &BackendSpec, registry: &StatsRegistry, now: Instant) -> Backend {
-    let mut b = Backend {
+/// A Pingora backend for `spec` (stats are attached by the group).
+pub fn backend_for(spec: &BackendSpec) -> Backend {
+    Backend {
         addr: PingoraAddr::Inet(spec.address),
         weight: spec.weight as usize,
         ext: Extensions::new(),
-    };
-    registry.attach(&mut b, now);
-    b
+    }
 }
 
 #[async_trait]
 impl ServiceDiscovery for StaticList {
     async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let now = Instant::now();
-        let set = self
-            .specs
-            .iter()
-            .map(|s| backend_for(s, &self.registry, now))
-            .collect();
-        Ok((set, HashMap::new()))
+        Ok((self.specs.iter().map(backend_for).collect(), HashMap::new()))
     }
 }

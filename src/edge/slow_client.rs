@@ -1,15 +1,19 @@
-//! A deadline for the first request head of a connection (slowloris defence).
+//! A deadline for every request head of a connection (slowloris defence).
 //!
 //! Pingora's HTTP/1 reader applies its read timeout per `read()`, so a client sending one
 //! byte every few seconds keeps a connection (and a file descriptor) forever. Here each
-//! accepted HTTP/1 stream is wrapped: until the end of the first request head (`\r\n\r\n`)
-//! arrives, reads fail once `client_header_timeout` has passed since the connection was
-//! accepted, and Pingora drops the connection. Later requests on a kept-alive connection are
-//! bounded by Pingora's keep-alive timeout, bodies by `client_body_timeout`. HTTP/2
-//! connections (binary frames) are not wrapped.
+//! accepted HTTP/1 stream is wrapped: until the end of a request head (`\r\n\r\n`) arrives,
+//! reads fail once `client_header_timeout` has passed, and Pingora drops the connection.
+//!
+//! As in NGINX, the first head's clock starts when the connection is accepted; on a kept-alive
+//! connection, the next head's clock starts with its first byte (the idle wait in between is
+//! Pingora's keep-alive timeout). The proxy tells the stream a request ended
+//! ([`request_finished`]). Bodies are bounded by `client_body_timeout` and a minimum rate
+//! (see the proxy's body filter). HTTP/2 connections (binary frames) are not wrapped.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,23 +28,48 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// A stream whose first request head has a deadline.
+/// A stream whose request heads have a deadline.
 #[derive(Debug)]
 pub struct HeadDeadline {
     inner: Stream,
+    timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Whether the deadline runs (from accept, or from the first byte of a later head).
+    armed: bool,
     head_done: bool,
+    /// Set when a request ended: the next bytes start a new head.
+    next_head: AtomicBool,
     /// The last bytes seen, to find `\r\n\r\n` across reads.
     tail: [u8; 3],
 }
 
 impl HeadDeadline {
+    /// Wrap a newly accepted stream: its first head must arrive within `timeout`.
     pub fn new(inner: Stream, timeout: Duration) -> Self {
         Self {
             inner,
+            timeout,
             deadline: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            armed: true,
             head_done: false,
+            next_head: AtomicBool::new(false),
             tail: [0; 3],
+        }
+    }
+
+    /// A request on this connection ended; the next bytes read start a new head.
+    pub fn request_finished(&self) {
+        self.next_head.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Tell the wrapped stream of `session` (if any) that its request ended, so the next request
+/// head on the kept-alive connection gets a deadline too.
+pub fn request_finished(session: &pingora_proxy::Session) {
+    if let pingora_core::protocols::http::server::Session::H1(h1) = session.as_downstream() {
+        let stream: &Stream = h1.stream();
+        if let Some(wrapped) = (**stream).as_any().downcast_ref::<HeadDeadline>() {
+            wrapped.request_finished();
         }
     }
 }
@@ -70,7 +99,13 @@ impl AsyncRead for HeadDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if !this.head_done && this.deadline.as_mut().poll(cx).is_ready() {
+        if this.next_head.swap(false, Ordering::Relaxed) {
+            // A kept-alive connection: the next head's clock starts with its first byte.
+            this.head_done = false;
+            this.armed = false;
+            this.tail = [0; 3];
+        }
+        if this.armed && !this.head_done && this.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "request head took too long",
@@ -81,8 +116,15 @@ impl AsyncRead for HeadDeadline {
         if !this.head_done {
             if let Poll::Ready(Ok(())) = &res {
                 let new = &buf.filled()[before..];
-                if !new.is_empty() && completes_head(&mut this.tail, new) {
-                    this.head_done = true;
+                if !new.is_empty() {
+                    if !this.armed {
+                        this.armed = true;
+                        let at = Instant::now() + this.timeout;
+                        this.deadline.as_mut().reset(at);
+                    }
+                    if completes_head(&mut this.tail, new) {
+                        this.head_done = true;
+                    }
                 }
             }
         }
@@ -172,17 +214,18 @@ impl Peek for HeadDeadline {
     }
 }
 
-/// A server app that puts [`HeadDeadline`] on every new HTTP/1 connection of `inner`.
+/// A server app that puts [`HeadDeadline`] on every new HTTP/1 connection of `inner`, with
+/// the header timeout of the configuration current when the connection is accepted.
 pub struct GuardedApp<A> {
     inner: Arc<A>,
-    timeout: Duration,
+    runtime: Arc<crate::runtime::Runtime>,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, timeout: Duration) -> Self {
+    pub fn new(inner: A, runtime: Arc<crate::runtime::Runtime>) -> Self {
         Self {
             inner: Arc::new(inner),
-            timeout,
+            runtime,
         }
     }
 }
@@ -197,7 +240,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let session: Stream = if session.selected_alpn_proto() == Some(ALPN::H2) {
             session
         } else {
-            Box::new(HeadDeadline::new(session, self.timeout))
+            let timeout = self.runtime.snapshot().config.proxy.client_header_timeout;
+            Box::new(HeadDeadline::new(session, timeout))
         };
         self.inner.process_new(session, shutdown).await
     }

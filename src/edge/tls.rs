@@ -52,9 +52,17 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
         .with_context(|| format!("{} is not valid UTF-8", p.display()))
 }
 
-/// Write a self-signed certificate for `localhost`, `127.0.0.1` and `::1` into a new private
-/// directory and return (cert, key) paths. For development and the demo only.
-pub fn self_signed(dir_hint: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, for development and the
+/// demo only: one pair per user, kept in a private directory under the temporary directory
+/// and reused by later runs (so nothing piles up), made anew when missing or unreadable.
+pub fn self_signed() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let uid = nix::unistd::getuid();
+    let dir = std::env::temp_dir().join(format!("switchyard-self-signed-{uid}"));
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if check_pem_files(&cert, &key).is_ok() {
+        return Ok((cert, key));
+    }
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -62,14 +70,20 @@ pub fn self_signed(dir_hint: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     ];
     let generated = rcgen::generate_simple_self_signed(names)
         .context("generating a self-signed certificate")?;
-    let dir = std::env::temp_dir().join(format!("{dir_hint}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
+    create_private_dir(&dir)?;
     std::fs::write(&cert, generated.cert.pem())
         .with_context(|| format!("writing {}", cert.display()))?;
     write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
     Ok((cert, key))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -91,8 +105,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn self_signed_files_pass_the_check() {
-        let (cert, key) = self_signed("switchyard-tls-unit").unwrap();
+    fn self_signed_files_pass_the_check_and_are_reused() {
+        let (cert, key) = self_signed().unwrap();
+        assert_eq!(
+            self_signed().unwrap(),
+            (cert.clone(), key.clone()),
+            "one cached pair"
+        );
         assert!(check_pem_files(&cert, &key).is_ok());
         // Swapped files are refused with the field named.
         assert_eq!(check_pem_files(&key, &cert).unwrap_err().0, "cert");
@@ -103,6 +122,5 @@ mod tests {
                 .0,
             "cert"
         );
-        let _ = std::fs::remove_dir_all(cert.parent().unwrap());
     }
 }

@@ -1,104 +1,82 @@
 //! Per-request state carried through Pingora's hooks.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::selection::stats::InflightGuard;
-
-/// The key a sticky group hashes on.
-#[derive(Debug, Clone, Copy, Default)]
-pub enum StickyKey {
-    #[default]
-    None,
-    /// IPv4 (4 bytes) or IPv6 (16 bytes).
-    Ip([u8; 16], u8),
-    /// A backend id from the LB cookie.
-    Cookie([u8; 9]),
-}
-
-impl StickyKey {
-    pub fn from_ip(ip: IpAddr) -> Self {
-        let mut buf = [0u8; 16];
-        match ip {
-            IpAddr::V4(v4) => {
-                buf[..4].copy_from_slice(&v4.octets());
-                StickyKey::Ip(buf, 4)
-            }
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self::from_ip(IpAddr::V4(v4)),
-                None => StickyKey::Ip(v6.octets(), 16),
-            },
-        }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            StickyKey::None => &[],
-            StickyKey::Ip(b, len) => &b[..*len as usize],
-            StickyKey::Cookie(b) => b,
-        }
-    }
-}
-
-/// One attempt at one backend; dropping it ends the backend's in-flight count.
-#[derive(Debug)]
-pub struct Attempt {
-    pub backend: SocketAddr,
-    pub guard: InflightGuard,
-    pub sent_at: Instant,
-    /// Whether this attempt's outcome was already fed to the stats.
-    pub recorded: bool,
-}
+use super::attempt::Attempt;
+use crate::runtime::Snapshot;
+use crate::selection::stats::BackendStats;
+use crate::selection::SelectionKey;
+use crate::shutdown::Serving;
+use crate::target_group::TargetGroup;
 
 /// State of one request.
-#[derive(Debug)]
 pub struct RequestCtx {
     pub started: Instant,
-    /// Name of the matched route (static, from the config).
-    pub route_name: Option<std::sync::Arc<str>>,
-    /// Index of the target group, when the route forwards.
-    pub group: Option<usize>,
+    /// The configuration this request runs on, taken once when it starts.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Index of the matched route (`None`: the default route, or none matched).
+    pub route: Option<usize>,
+    /// Name of the matched route.
+    pub route_name: Option<Arc<str>>,
+    /// The target group, when the route forwards.
+    pub group: Option<Arc<TargetGroup>>,
     /// Prefix to strip before forwarding.
-    pub strip_prefix: Option<std::sync::Arc<str>>,
-    pub sticky_key: StickyKey,
-    /// Backend id the client's LB cookie named, if any.
-    pub cookie_backend: Option<u64>,
+    pub strip_prefix: Option<Arc<str>>,
+    /// The strategy's key for this request.
+    pub key: SelectionKey,
     /// Backends already tried, so a retry goes elsewhere (inline: no allocation).
     pub tried: smallvec::SmallVec<[SocketAddr; 4]>,
+    /// The current attempt; replacing or dropping it records its outcome.
     pub attempt: Option<Attempt>,
     /// The last backend chosen (kept after the attempt ends, for logs and headers).
-    pub backend: Option<SocketAddr>,
+    pub backend: Option<Arc<BackendStats>>,
     pub failed_open: bool,
-    pub upstream_status: Option<u16>,
     /// Status of a response the proxy wrote itself.
     pub local_status: Option<u16>,
     /// The client's IP (socket peer, or from a trusted proxy's header).
     pub client_ip: Option<IpAddr>,
     /// Admission slot of an overload-limited group, held until the request ends.
     pub slot: Option<crate::edge::shed::Slot>,
-    /// Request body bytes seen so far.
-    pub body_bytes: u64,
+    /// Request body progress (size limit and upload-rate floor).
+    pub body: BodyProgress,
+    /// Counts this request as being served until it ends (for a prompt shutdown).
+    pub serving: Option<Serving>,
+}
+
+/// How much of the request body arrived, and since when.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BodyProgress {
+    pub bytes: u64,
+    pub since: Option<Instant>,
 }
 
 impl RequestCtx {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
+            snapshot: None,
+            route: None,
             route_name: None,
             group: None,
             strip_prefix: None,
-            sticky_key: StickyKey::None,
-            cookie_backend: None,
+            key: SelectionKey::default(),
             tried: smallvec::SmallVec::new(),
             attempt: None,
             backend: None,
             failed_open: false,
-            upstream_status: None,
             local_status: None,
             client_ip: None,
             slot: None,
-            body_bytes: 0,
+            body: BodyProgress::default(),
+            serving: None,
         }
+    }
+
+    /// The address of the last backend chosen.
+    pub fn backend_addr(&self) -> Option<SocketAddr> {
+        self.backend.as_ref().map(|b| b.addr())
     }
 
     /// Attempts made so far.
@@ -110,18 +88,5 @@ impl RequestCtx {
 impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mapped_ipv6_keys_like_ipv4() {
-        let a = StickyKey::from_ip("127.0.0.2".parse().unwrap());
-        let b = StickyKey::from_ip("::ffff:127.0.0.2".parse().unwrap());
-        assert_eq!(a.as_bytes(), b.as_bytes());
-        assert_eq!(a.as_bytes().len(), 4);
     }
 }

@@ -15,7 +15,7 @@ use pingora_load_balancing::selection::BackendSelection;
 use pingora_load_balancing::Backend;
 
 use super::members::{Members, Scored, ScoredIter};
-use super::{GroupShared, SharedConfig};
+use super::{GroupShared, PickInputs, SharedConfig, Strategy};
 
 /// Latency-aware selection by peak EWMA and in-flight load.
 pub struct Adaptive {
@@ -33,11 +33,42 @@ impl Adaptive {
     }
 }
 
-/// The adaptive cost of one backend: EWMA latency (ns) × (in-flight + 1) / weight.
+/// The adaptive cost: EWMA latency × (in-flight + 1) / weight.
+pub fn cost_of(ewma_ns: f64, inflight: i64, weight: usize) -> f64 {
+    ewma_ns.max(1.0) * (inflight.max(0) as f64 + 1.0) / weight.max(1) as f64
+}
+
+/// The adaptive cost of member `i` at `now`.
 pub fn cost(members: &Members, i: usize, now: Instant) -> f64 {
     let stats = &members.stats[i];
-    let weight = members.backends[i].weight.max(1) as f64;
-    stats.ewma_ns(now).max(1.0) * (stats.inflight().max(0) as f64 + 1.0) / weight
+    cost_of(
+        stats.ewma_ns(now),
+        stats.inflight(),
+        members.backends[i].weight,
+    )
+}
+
+/// The decision text of the adaptive cost model, shared with `p2c`.
+pub fn explain_cost(name: &str, inputs: &PickInputs) -> String {
+    let score_ms = cost_of(
+        inputs.ewma.as_nanos() as f64,
+        inputs.inflight,
+        inputs.weight,
+    ) / 1e6;
+    format!(
+        "strategy={name}; ewma_ms={:.2}; inflight={}; weight={}; score={score_ms:.2}",
+        inputs.ewma_ms(),
+        inputs.inflight,
+        inputs.weight
+    )
+}
+
+impl Strategy for Adaptive {
+    const NAME: &'static str = "adaptive";
+
+    fn explain(inputs: &PickInputs) -> String {
+        explain_cost(Self::NAME, inputs)
+    }
 }
 
 impl BackendSelection for Adaptive {
@@ -74,7 +105,6 @@ impl Scored for Adaptive {
 
 #[cfg(test)]
 mod tests {
-    use super::super::stats::Outcome;
     use super::super::test_support::*;
     use super::*;
     use crate::config::PassiveSettings;
@@ -89,11 +119,7 @@ mod tests {
     }
 
     fn observe(sel: &Adaptive, i: usize, ms: u64) {
-        sel.members.stats[i].record(
-            Outcome::Success(Duration::from_millis(ms)),
-            Instant::now(),
-            &passive(),
-        );
+        sel.members.stats[i].record_success(Duration::from_millis(ms), Instant::now());
     }
 
     #[test]
@@ -104,10 +130,9 @@ mod tests {
         observe(&sel, 1, 100);
         observe(&sel, 2, 50);
         // Peaks are taken at once; 5 ms was a drop from the 30 ms seed, so wait it out.
-        sel.members.stats[0].record(
-            Outcome::Success(Duration::from_millis(5)),
+        sel.members.stats[0].record_success(
+            Duration::from_millis(5),
             Instant::now() + Duration::from_secs(100),
-            &passive(),
         );
         let counts = tally(&sel, 100, b"");
         assert_eq!(counts.get(&10000), Some(&100), "{counts:?}");
@@ -130,7 +155,7 @@ mod tests {
         let shared = GroupShared::standalone();
         let sel = Arc::new(Adaptive::build_with_config(&backends(2, &shared), &shared));
         let now = Instant::now();
-        sel.members.stats[0].record(Outcome::Failure, now, &passive());
+        sel.members.stats[0].record_failure(now, &passive());
         observe(&sel, 1, 50);
         let counts = tally(&sel, 50, b"");
         assert_eq!(counts.get(&10001), Some(&50), "{counts:?}");

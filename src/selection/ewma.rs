@@ -45,10 +45,18 @@ impl PeakEwma {
         self.estimate_ns * self.decay_factor(now)
     }
 
-    /// Reset to `value` as of `now` (used to seed a new backend with the group's mean).
-    pub fn reset(&mut self, value: Duration, now: Instant) {
-        self.estimate_ns = value.as_nanos() as f64;
-        self.stamp = now;
+    /// Take `rtt` only if it is above the estimate (a lower bound on a latency, such as the
+    /// wait of a client that gave up).
+    pub fn observe_peak(&mut self, rtt: Duration, now: Instant) {
+        if rtt.as_nanos() as f64 > self.estimate_ns(now) {
+            self.estimate_ns = rtt.as_nanos() as f64;
+            self.stamp = self.stamp.max(now);
+        }
+    }
+
+    /// Use another decay time from now on (a reload changed it), keeping the estimate.
+    pub fn set_decay(&mut self, decay: Duration) {
+        self.decay_ns = decay.as_nanos().max(1) as f64;
     }
 
     fn decay_factor(&self, now: Instant) -> f64 {

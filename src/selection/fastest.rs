@@ -17,7 +17,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
 
 use super::members::{Members, Scored, ScoredIter};
-use super::{GroupShared, SharedConfig};
+use super::{GroupShared, PickInputs, SharedConfig, Strategy};
 
 /// Lowest probed latency wins.
 pub struct Fastest {
@@ -109,6 +109,24 @@ impl BackendSelection for Fastest {
     }
 }
 
+impl Strategy for Fastest {
+    const NAME: &'static str = "fastest";
+
+    fn explain(inputs: &PickInputs) -> String {
+        match inputs.probe {
+            Some((d, ok)) => format!(
+                "strategy=fastest; probe_ms={:.2}; probe_ok={ok}; ewma_ms={:.2}",
+                d.as_secs_f64() * 1e3,
+                inputs.ewma_ms()
+            ),
+            None => format!(
+                "strategy=fastest; probe_ms=none; ewma_ms={:.2}",
+                inputs.ewma_ms()
+            ),
+        }
+    }
+}
+
 impl Scored for Fastest {
     fn members(&self) -> &Members {
         &self.members
@@ -154,9 +172,9 @@ mod tests {
 
     fn probe(shared: &GroupShared, port: u16, ms: u64, ok: bool) {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        shared
-            .registry
-            .record_probe(&addr, Duration::from_millis(ms), ok);
+        let stats = shared.registry.get(&addr).expect("a member");
+        stats.record_probe(Duration::from_millis(ms), ok, 1, 1);
+        shared.registry.probe_recorded();
     }
 
     #[test]
@@ -181,7 +199,6 @@ mod tests {
 
     #[test]
     fn passing_probes_do_not_hide_failing_requests() {
-        use super::super::stats::Outcome;
         use crate::config::PassiveSettings;
         let shared = GroupShared::standalone();
         let sel = Arc::new(Fastest::build_with_config(&backends(3, &shared), &shared));
@@ -196,7 +213,7 @@ mod tests {
             max_failures: 5,
             ejection_time: Duration::from_secs(1),
         };
-        sel.members.stats[1].record(Outcome::Failure, Instant::now(), &passive);
+        sel.members.stats[1].record_failure(Instant::now(), &passive);
         assert_eq!(tally(&sel, 10, b"").get(&10001), None);
     }
 }

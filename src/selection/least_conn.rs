@@ -14,7 +14,7 @@ use pingora_load_balancing::selection::BackendSelection;
 use pingora_load_balancing::Backend;
 
 use super::members::{Members, Scored, ScoredIter};
-use super::{GroupShared, SharedConfig};
+use super::{GroupShared, PickInputs, SharedConfig, Strategy};
 
 /// Least outstanding requests.
 pub struct LeastConn {
@@ -38,6 +38,19 @@ impl BackendSelection for LeastConn {
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> Self::Iter {
         ScoredIter::new(self.clone())
+    }
+}
+
+impl Strategy for LeastConn {
+    const NAME: &'static str = "least_conn";
+
+    fn explain(inputs: &PickInputs) -> String {
+        format!(
+            "strategy=least_conn; inflight={}; weight={}; score={:.3}",
+            inputs.inflight,
+            inputs.weight,
+            (inputs.inflight.max(0) as f64 + 1.0) / inputs.weight.max(1) as f64
+        )
     }
 }
 

@@ -1,6 +1,7 @@
-//! Backend selection: one file per strategy, all behind Pingora's `BackendSelection` and
-//! `BackendIter` traits, plus the shared stats registry that carries feedback from finished
-//! requests back to the selectors.
+//! Backend selection: one file per strategy, each a Pingora `BackendSelection` (the ranking)
+//! plus a [`Strategy`] (what the proxy needs to know about it: the request key it selects by
+//! and how it explains a decision), and the shared stats registry that carries feedback from
+//! finished requests back to the selectors.
 //!
 //! | strategy      | first choice                                         | per request |
 //! |---------------|------------------------------------------------------|-------------|
@@ -23,16 +24,18 @@ pub mod round_robin;
 pub mod stats;
 pub mod sticky;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
+use pingora_http::RequestHeader;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
-use pingora_load_balancing::{Backend, Backends};
+use pingora_load_balancing::Backend;
 
-use crate::config::LatencySettings;
+use crate::config::{LatencySettings, TargetGroupConfig};
 use stats::{BackendStats, StatsRegistry};
 
 /// The configured strategy of a target group (`strategy:` in YAML, snake_case).
@@ -61,49 +64,120 @@ impl StrategyKind {
         }
     }
 
-    /// Build the group selector for this strategy over `backends`.
-    pub fn build(self, backends: Backends, shared: SharedConfig) -> Arc<dyn GroupSelector> {
+    /// Build the group selector for this strategy.
+    pub fn build(self, shared: SharedConfig) -> Arc<dyn GroupSelector> {
         match self {
-            Self::RoundRobin => {
-                Arc::new(Balancer::<round_robin::RoundRobin>::new(backends, shared))
-            }
-            Self::LeastConn => Arc::new(Balancer::<least_conn::LeastConn>::new(backends, shared)),
-            Self::Sticky => Arc::new(Balancer::<sticky::Sticky>::new(backends, shared)),
-            Self::Adaptive => Arc::new(Balancer::<adaptive::Adaptive>::new(backends, shared)),
-            Self::P2c => Arc::new(Balancer::<p2c::P2c>::new(backends, shared)),
-            Self::Fastest => Arc::new(Balancer::<fastest::Fastest>::new(backends, shared)),
+            Self::RoundRobin => Balancer::<round_robin::RoundRobin>::new(shared),
+            Self::LeastConn => Balancer::<least_conn::LeastConn>::new(shared),
+            Self::Sticky => Balancer::<sticky::Sticky>::new(shared),
+            Self::Adaptive => Balancer::<adaptive::Adaptive>::new(shared),
+            Self::P2c => Balancer::<p2c::P2c>::new(shared),
+            Self::Fastest => Balancer::<fastest::Fastest>::new(shared),
+        }
+    }
+}
+
+/// One load-balancing strategy: a Pingora `BackendSelection` that ranks a group's members,
+/// plus what the proxy needs to know about it.
+pub trait Strategy:
+    BackendSelection<Config = SharedConfig, Iter: BackendIter> + Send + Sync + 'static
+{
+    /// The strategy's name in the configuration and in decision headers.
+    const NAME: &'static str;
+
+    /// The key this strategy selects by for one request (keyless by default).
+    fn request_key(_request: &KeyInput<'_>) -> SelectionKey {
+        SelectionKey::default()
+    }
+
+    /// The `x-switchyard-decision` text for a backend picked with `inputs`.
+    fn explain(inputs: &PickInputs) -> String {
+        format!("strategy={}; weight={}", Self::NAME, inputs.weight)
+    }
+
+    /// A cookie to set on the response after `picked` served a request keyed `key`.
+    fn response_cookie(
+        _settings: &TargetGroupConfig,
+        _picked: SocketAddr,
+        _key: &SelectionKey,
+    ) -> Option<String> {
+        None
+    }
+}
+
+/// What a strategy may read to key a request.
+pub struct KeyInput<'a> {
+    pub request: &'a RequestHeader,
+    pub client_ip: Option<IpAddr>,
+    pub settings: &'a TargetGroupConfig,
+}
+
+/// A selection key held inline (an IPv6 address or a cookie id fits): no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelectionKey {
+    buf: [u8; 17],
+    len: u8,
+}
+
+impl SelectionKey {
+    /// A key of these bytes (at most 17; longer input is cut).
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut k = Self::default();
+        let n = bytes.len().min(k.buf.len());
+        k.buf[..n].copy_from_slice(&bytes[..n]);
+        k.len = n as u8;
+        k
+    }
+
+    /// The key of a client address (IPv4-mapped IPv6 keyed like IPv4).
+    pub fn from_ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::new(&v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::new(&v4.octets()),
+                None => Self::new(&v6.octets()),
+            },
         }
     }
 
-    /// The inputs of this strategy's decision for `stats`, for the decision header.
-    pub fn explain(self, stats: &BackendStats, now: Instant) -> String {
-        let ewma_ms = stats.ewma_ns(now) / 1e6;
-        let inflight = stats.inflight();
-        match self {
-            Self::RoundRobin | Self::Sticky => format!("strategy={}", self.name()),
-            Self::LeastConn => format!("strategy=least_conn; inflight={inflight}"),
-            Self::Adaptive | Self::P2c => format!(
-                "strategy={}; ewma_ms={ewma_ms:.2}; inflight={inflight}; score={:.2}",
-                self.name(),
-                ewma_ms * (inflight as f64 + 1.0)
-            ),
-            Self::Fastest => match stats.last_probe() {
-                Some((d, ok)) => format!(
-                    "strategy=fastest; probe_ms={:.2}; probe_ok={ok}",
-                    d.as_secs_f64() * 1e3
-                ),
-                None => "strategy=fastest; probe_ms=none".to_string(),
-            },
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+/// The inputs of a decision, captured when the backend is picked (before the request is
+/// counted in flight), for the decision header.
+#[derive(Debug, Clone, Copy)]
+pub struct PickInputs {
+    pub ewma: Duration,
+    pub inflight: i64,
+    pub weight: usize,
+    pub probe: Option<(Duration, bool)>,
+}
+
+impl PickInputs {
+    /// Capture `stats` of a backend of `weight` as of `now`.
+    pub fn capture(stats: &BackendStats, weight: usize, now: Instant) -> Self {
+        Self {
+            ewma: Duration::from_nanos(stats.ewma_ns(now) as u64),
+            inflight: stats.inflight(),
+            weight,
+            probe: stats.last_probe(),
         }
+    }
+
+    /// The EWMA in milliseconds.
+    pub fn ewma_ms(&self) -> f64 {
+        self.ewma.as_secs_f64() * 1e3
     }
 }
 
 /// The outcome of a selection.
 #[derive(Debug, Clone)]
 pub struct Selected {
-    pub addr: std::net::SocketAddr,
-    /// The backend's stats, when attached by discovery.
-    pub stats: Option<Arc<BackendStats>>,
+    pub addr: SocketAddr,
+    pub weight: usize,
+    pub stats: Arc<BackendStats>,
 }
 
 /// State shared by every selector a group ever builds: it survives rebuilds.
@@ -116,8 +190,7 @@ pub struct GroupShared {
 }
 
 impl GroupShared {
-    pub fn new(registry: Arc<StatsRegistry>) -> Arc<Self> {
-        let latency = *registry.latency();
+    pub fn new(registry: Arc<StatsRegistry>, latency: LatencySettings) -> Arc<Self> {
         Arc::new(Self {
             registry,
             latency,
@@ -127,189 +200,154 @@ impl GroupShared {
 
     /// A standalone instance for selectors built without configuration (tests, benches).
     pub fn standalone() -> Arc<Self> {
-        Self::new(Arc::new(StatsRegistry::new(LatencySettings::default())))
+        let latency = LatencySettings::default();
+        Self::new(Arc::new(StatsRegistry::new(latency)), latency)
     }
 }
 
 /// The `Config` every strategy receives on every rebuild.
 pub type SharedConfig = Arc<GroupShared>;
 
-/// A group's selector with its membership and health, whatever the strategy.
-#[async_trait]
+/// A group's selector, whatever the strategy.
 pub trait GroupSelector: Send + Sync {
-    /// The first backend, in strategy order, that `accept(backend, healthy)` takes.
-    fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Selected>;
-    /// Membership and health.
-    fn backends(&self) -> &Backends;
-    /// Run discovery; rebuild the selector if membership changed. Returns whether it did.
-    async fn update(&self) -> pingora_error::Result<bool>;
+    /// The first backend, in strategy order, that `accept` takes.
+    fn select(&self, key: &[u8], accept: &dyn Fn(&BackendStats) -> bool) -> Option<Selected>;
+    /// Rebuild the ranking over a new membership.
+    fn rebuild(&self, members: &BTreeSet<Backend>);
+    /// The strategy's key for a request.
+    fn request_key(&self, request: &KeyInput<'_>) -> SelectionKey;
+    /// The strategy's decision text.
+    fn explain(&self, inputs: &PickInputs) -> String;
+    /// The strategy's response cookie, if any.
+    fn response_cookie(
+        &self,
+        settings: &TargetGroupConfig,
+        picked: SocketAddr,
+        key: &SelectionKey,
+    ) -> Option<String>;
 }
 
-/// Pingora's `Backends` (discovery + health) plus a selector of strategy `S` that is
-/// rebuilt on membership changes. Unlike `LoadBalancer`, selection walks the strategy's
-/// iterator directly: our iterators never repeat a backend, so no de-duplication set is
-/// allocated per request.
-pub struct Balancer<S: BackendSelection> {
-    backends: Backends,
+/// A selector of strategy `S`, swapped whole on membership changes. Unlike Pingora's
+/// `LoadBalancer`, selection walks the strategy's iterator directly: our iterators never
+/// repeat a backend, so no de-duplication set is allocated per request.
+pub struct Balancer<S: Strategy> {
     selector: ArcSwap<S>,
-    config: S::Config,
+    config: SharedConfig,
 }
 
-impl<S> Balancer<S>
-where
-    S: BackendSelection<Config = SharedConfig> + Send + Sync + 'static,
-    S::Iter: BackendIter,
-{
-    /// A balancer over `backends` (already discovered or not).
-    pub fn new(backends: Backends, config: SharedConfig) -> Self {
-        let selector =
-            ArcSwap::from_pointee(S::build_with_config(&backends.get_backend(), &config));
-        Self {
-            backends,
-            selector,
-            config,
-        }
+impl<S: Strategy> Balancer<S> {
+    /// A balancer with no members yet.
+    pub fn new(config: SharedConfig) -> Arc<dyn GroupSelector> {
+        let selector = ArcSwap::from_pointee(S::build_with_config(&BTreeSet::new(), &config));
+        Arc::new(Self { selector, config })
     }
 }
 
-#[async_trait]
-impl<S> GroupSelector for Balancer<S>
-where
-    S: BackendSelection<Config = SharedConfig> + Send + Sync + 'static,
-    S::Iter: BackendIter,
-{
-    fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Selected> {
+impl<S: Strategy> GroupSelector for Balancer<S> {
+    fn select(&self, key: &[u8], accept: &dyn Fn(&BackendStats) -> bool) -> Option<Selected> {
         let selector = self.selector.load();
         let mut iter = selector.iter(key);
         while let Some(b) = iter.next() {
-            if accept(b, self.backends.ready(b)) {
+            let Some(stats) = stats::stats_of(b) else {
+                continue;
+            };
+            if accept(stats) {
                 // Only the address and the stats handle leave: cloning the whole `Backend`
                 // would also clone its extension map (an allocation per request).
-                let addr = *b.addr.as_inet()?;
                 return Some(Selected {
-                    addr,
-                    stats: stats::stats_of(b).cloned(),
+                    addr: stats.addr(),
+                    weight: b.weight,
+                    stats: stats.clone(),
                 });
             }
         }
         None
     }
 
-    fn backends(&self) -> &Backends {
-        &self.backends
+    fn rebuild(&self, members: &BTreeSet<Backend>) {
+        self.selector
+            .store(Arc::new(S::build_with_config(members, &self.config)));
     }
 
-    async fn update(&self) -> pingora_error::Result<bool> {
-        let changed = AtomicBool::new(false);
-        self.backends
-            .update(|new| {
-                self.selector
-                    .store(Arc::new(S::build_with_config(&new, &self.config)));
-                changed.store(true, Ordering::Relaxed);
-            })
-            .await?;
-        Ok(changed.load(Ordering::Relaxed))
+    fn request_key(&self, request: &KeyInput<'_>) -> SelectionKey {
+        S::request_key(request)
+    }
+
+    fn explain(&self, inputs: &PickInputs) -> String {
+        S::explain(inputs)
+    }
+
+    fn response_cookie(
+        &self,
+        settings: &TargetGroupConfig,
+        picked: SocketAddr,
+        key: &SelectionKey,
+    ) -> Option<String> {
+        S::response_cookie(settings, picked, key)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::stats::Outcome;
     use super::*;
-    use crate::config::{BackendSpec, PassiveSettings};
-    use crate::discovery::StaticList;
-    use std::collections::{BTreeSet, HashMap};
-    use std::time::Duration;
+    use crate::config::PassiveSettings;
 
-    /// A discovery whose membership the test changes, like EC2 discovery would.
-    struct Changing {
-        specs: parking_lot::Mutex<Vec<BackendSpec>>,
-        registry: Arc<StatsRegistry>,
+    fn set(registry: &StatsRegistry, ports: &[u16]) -> BTreeSet<Backend> {
+        ports
+            .iter()
+            .map(|p| {
+                let mut b = Backend::new(&format!("127.0.0.1:{p}")).unwrap();
+                registry.attach(&mut b, Instant::now());
+                b
+            })
+            .collect()
     }
 
-    #[async_trait]
-    impl pingora_load_balancing::discovery::ServiceDiscovery for Changing {
-        async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-            let specs = self.specs.lock().clone();
-            StaticList::new(specs, self.registry.clone())
-                .discover()
-                .await
-        }
-    }
-
-    fn spec(port: u16) -> BackendSpec {
-        BackendSpec {
-            address: ([127, 0, 0, 1], port).into(),
-            weight: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn stats_survive_membership_changes() {
-        let registry = Arc::new(StatsRegistry::new(LatencySettings::default()));
-        let discovery = Arc::new(Changing {
-            specs: parking_lot::Mutex::new(vec![spec(1), spec(2)]),
-            registry: registry.clone(),
-        });
-        struct Shared(Arc<Changing>);
-        #[async_trait]
-        impl pingora_load_balancing::discovery::ServiceDiscovery for Shared {
-            async fn discover(
-                &self,
-            ) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-                self.0.discover().await
-            }
-        }
-        let backends = Backends::new(Box::new(Shared(discovery.clone())));
-        let balancer = StrategyKind::Adaptive.build(backends, GroupShared::new(registry.clone()));
-        assert!(balancer.update().await.unwrap());
+    #[test]
+    fn stats_survive_membership_changes() {
+        let shared = GroupShared::standalone();
+        let registry = shared.registry.clone();
+        let balancer = StrategyKind::Adaptive.build(shared);
+        balancer.rebuild(&set(&registry, &[1, 2]));
 
         // Backend 1 is measured slow and has a request in flight.
-        let one = registry.get(&spec(1).address).unwrap();
+        let one = registry.get(&"127.0.0.1:1".parse().unwrap()).unwrap();
         let passive = PassiveSettings {
             enabled: false,
             max_failures: 5,
             ejection_time: Duration::from_secs(1),
         };
-        one.record(
-            Outcome::Success(Duration::from_millis(400)),
-            std::time::Instant::now(),
-            &passive,
-        );
+        one.record_failure(Instant::now(), &passive);
         let guard = one.start_request();
 
         // A backend joins: the selector is rebuilt, the stats are the same objects.
-        discovery.specs.lock().push(spec(3));
-        assert!(balancer.update().await.unwrap(), "membership changed");
-        let after = registry.get(&spec(1).address).unwrap();
+        balancer.rebuild(&set(&registry, &[1, 2, 3]));
+        let after = registry.get(&"127.0.0.1:1".parse().unwrap()).unwrap();
         assert!(Arc::ptr_eq(&one, &after));
         assert_eq!(after.inflight(), 1);
-        assert!(after.ewma_ns(std::time::Instant::now()) > 300e6);
         // The rebuilt selector still avoids the slow backend.
         for _ in 0..20 {
-            let b = balancer.select(b"", &|_, _| true).unwrap();
+            let b = balancer.select(b"", &|_| true).unwrap();
             assert_ne!(b.addr.port(), 1);
         }
-        // A backend leaves and comes back within the retention: its stats are kept.
-        discovery.specs.lock().retain(|s| s.address.port() != 1);
-        assert!(balancer.update().await.unwrap());
-        registry.retain_members(
-            &[spec(2).address, spec(3).address],
-            Duration::from_secs(300),
-            std::time::Instant::now(),
-        );
         drop(guard);
-        discovery.specs.lock().push(spec(1));
-        assert!(balancer.update().await.unwrap());
-        assert!(Arc::ptr_eq(&one, &registry.get(&spec(1).address).unwrap()));
         assert_eq!(one.inflight(), 0);
+    }
+
+    #[test]
+    fn keys_hold_addresses_inline() {
+        let v4 = SelectionKey::from_ip("127.0.0.2".parse().unwrap());
+        let mapped = SelectionKey::from_ip("::ffff:127.0.0.2".parse().unwrap());
+        assert_eq!(v4, mapped);
+        assert_eq!(v4.as_bytes().len(), 4);
+        let v6 = SelectionKey::from_ip("2001:db8::1".parse().unwrap());
+        assert_eq!(v6.as_bytes().len(), 16);
     }
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
-    use std::collections::BTreeSet;
 
     /// `n` backends on 127.0.0.1:10000.. with stats attached from `shared`'s registry.
     pub fn backends(n: u16, shared: &GroupShared) -> BTreeSet<Backend> {

@@ -11,9 +11,9 @@ use std::time::Instant;
 use pingora_load_balancing::selection::BackendSelection;
 use pingora_load_balancing::Backend;
 
-use super::adaptive::{cost, Adaptive};
+use super::adaptive::{cost, explain_cost, Adaptive};
 use super::members::{Members, Scored, ScoredIter};
-use super::{GroupShared, SharedConfig};
+use super::{GroupShared, PickInputs, SharedConfig, Strategy};
 
 /// P2C over peak-EWMA cost.
 pub struct P2c(Adaptive);
@@ -32,6 +32,14 @@ impl BackendSelection for P2c {
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> Self::Iter {
         ScoredIter::new(self.clone())
+    }
+}
+
+impl Strategy for P2c {
+    const NAME: &'static str = "p2c";
+
+    fn explain(inputs: &PickInputs) -> String {
+        explain_cost(Self::NAME, inputs)
     }
 }
 

@@ -15,7 +15,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
 
 use super::members::Members;
-use super::{GroupShared, SharedConfig};
+use super::{GroupShared, SharedConfig, Strategy};
 
 /// Smooth weighted round robin over a fixed membership.
 pub struct RoundRobin {
@@ -54,6 +54,10 @@ impl BackendSelection for RoundRobin {
             turns: 0,
         }
     }
+}
+
+impl Strategy for RoundRobin {
+    const NAME: &'static str = "round_robin";
 }
 
 /// Yields the backend whose turn it is; if it cannot take the request, the next turn of the

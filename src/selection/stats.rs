@@ -1,10 +1,11 @@
-//! Per-backend statistics shared by the proxy (which writes them) and the selectors (which
-//! read them). The registry lives outside the selectors, so it survives the selector
-//! rebuilds Pingora performs on every membership change.
+//! Per-backend statistics shared by the proxy (which writes them through the attempt guard)
+//! and the selectors (which read them). The registry lives outside the selectors and the
+//! group objects, keyed by address, so it survives selector rebuilds on membership changes
+//! and group rebuilds on configuration reloads.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,18 +14,14 @@ use pingora_load_balancing::Backend;
 
 use super::ewma::PeakEwma;
 use crate::config::{LatencySettings, PassiveSettings};
+use crate::health::passive::Ejection;
+use crate::health::HealthState;
 
 /// Sentinel for "no probe result yet".
 const NO_PROBE: u64 = u64::MAX;
 
-/// What happened to one attempt, as far as load balancing cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The backend answered with a status that says nothing bad about it.
-    Success(Duration),
-    /// Connect error, timeout, reset, or a 5xx/429 answer: the backend is struggling.
-    Failure,
-}
+/// How many one-second samples of the request counter are kept.
+const HISTORY_SAMPLES: usize = 62;
 
 /// Counters and estimates for one backend.
 #[derive(Debug)]
@@ -34,32 +31,29 @@ pub struct BackendStats {
     label: String,
     inflight: AtomicI64,
     ewma: Mutex<PeakEwma>,
+    /// Latency charged for a failed request, in nanoseconds (the group's setting).
+    failure_penalty_ns: AtomicU64,
     probe_latency_us: AtomicU64,
     probe_ok: AtomicBool,
-    /// Consecutive passing probes.
-    probe_streak: AtomicU32,
+    /// Active health checks: healthy or not, with the current streak.
+    pub health: HealthState,
+    /// Passive health: consecutive failed requests and ejection.
+    pub ejection: Ejection,
     /// Where the backend is in its life: see [`Lifecycle`].
     lifecycle: AtomicU8,
+    /// Drained by an operator: no new requests until undrained.
+    drained: AtomicBool,
     requests: AtomicU64,
     failures: AtomicU64,
-    consecutive_failures: AtomicU32,
-    /// Milliseconds since the registry's epoch until which the backend is ejected (0 = never).
-    ejected_until_ms: AtomicU64,
-    /// Milliseconds since the epoch at which the backend left the membership (0 = member).
-    removed_at_ms: AtomicU64,
     /// Samples of `requests` once a second, for "requests in the last minute".
     history: Mutex<VecDeque<(Instant, u64)>>,
-    latency: LatencySettings,
     epoch: Instant,
 }
-
-/// How many one-second samples of the request counter are kept.
-const HISTORY_SAMPLES: usize = 62;
 
 impl BackendStats {
     fn new(
         addr: SocketAddr,
-        latency: LatencySettings,
+        latency: &LatencySettings,
         seed: Duration,
         epoch: Instant,
         now: Instant,
@@ -69,17 +63,16 @@ impl BackendStats {
             label: addr.to_string(),
             inflight: AtomicI64::new(0),
             ewma: Mutex::new(PeakEwma::new(seed, latency.decay, now)),
+            failure_penalty_ns: AtomicU64::new(latency.failure_penalty.as_nanos() as u64),
             probe_latency_us: AtomicU64::new(NO_PROBE),
             probe_ok: AtomicBool::new(false),
-            probe_streak: AtomicU32::new(0),
+            health: HealthState::default(),
+            ejection: Ejection::default(),
             lifecycle: AtomicU8::new(Lifecycle::Active as u8),
+            drained: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            consecutive_failures: AtomicU32::new(0),
-            ejected_until_ms: AtomicU64::new(0),
-            removed_at_ms: AtomicU64::new(0),
             history: Mutex::new(VecDeque::with_capacity(HISTORY_SAMPLES)),
-            latency,
             epoch,
         }
     }
@@ -111,60 +104,58 @@ impl BackendStats {
         self.ewma.lock().estimate_ns(now)
     }
 
-    /// Record the outcome of one request. Failures count as the failure penalty latency, so
-    /// a backend that fails fast never looks fast. Returns true when this failure ejected
-    /// the backend.
-    pub fn record(&self, outcome: Outcome, now: Instant, passive: &PassiveSettings) -> bool {
-        match outcome {
-            Outcome::Success(rtt) => {
-                self.ewma.lock().observe(rtt, now);
-                self.consecutive_failures.store(0, Relaxed);
-                false
-            }
-            Outcome::Failure => {
-                self.ewma.lock().observe(self.latency.failure_penalty, now);
-                self.failures.fetch_add(1, Relaxed);
-                let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-                if passive.enabled && n >= passive.max_failures {
-                    let until = self.millis(now + passive.ejection_time);
-                    self.consecutive_failures.store(0, Relaxed);
-                    if self.ejected_until_ms.swap(until, Relaxed) < self.millis(now) {
-                        log::warn!(
-                            "backend {} ejected for {} after {n} consecutive failed requests",
-                            self.addr,
-                            humantime::format_duration(passive.ejection_time)
-                        );
-                        return true;
-                    }
-                }
-                false
-            }
-        }
+    /// The latency charged for a failed request.
+    pub fn failure_penalty(&self) -> Duration {
+        Duration::from_nanos(self.failure_penalty_ns.load(Relaxed))
+    }
+
+    /// A request answered well after `rtt` (time to its response head).
+    pub fn record_success(&self, rtt: Duration, now: Instant) {
+        self.ewma.lock().observe(rtt, now);
+        self.ejection.on_success();
+    }
+
+    /// A request failed: it counts as the failure penalty latency, so a backend that fails
+    /// fast never looks fast. Returns true when this failure ejected the backend.
+    pub fn record_failure(&self, now: Instant, passive: &PassiveSettings) -> bool {
+        self.ewma.lock().observe(self.failure_penalty(), now);
+        self.failures.fetch_add(1, Relaxed);
+        self.ejection.on_failure(self.millis(now), passive)
+    }
+
+    /// The client went away after waiting `elapsed` for this backend: neither a success nor
+    /// the backend's fault, but it took at least that long, so a longer wait than the
+    /// estimate is taken as a peak.
+    pub fn record_abort(&self, elapsed: Duration, now: Instant) {
+        self.ewma.lock().observe_peak(elapsed, now);
     }
 
     /// Whether passive health has ejected this backend at `now`.
     pub fn is_ejected(&self, now: Instant) -> bool {
-        let until = self.ejected_until_ms.load(Relaxed);
-        until != 0 && until > self.millis(now)
+        self.ejection.is_ejected(self.millis(now))
     }
 
-    /// Record an active probe's result.
-    pub fn record_probe(&self, latency: Duration, ok: bool) {
+    /// Whether new requests may go here: healthy, active and not drained by an operator.
+    pub fn is_ready(&self) -> bool {
+        self.health.is_healthy() && self.lifecycle() == Lifecycle::Active && !self.is_drained()
+    }
+
+    /// Record an active probe's result; returns the new health state when it flipped.
+    pub fn record_probe(&self, latency: Duration, ok: bool, rise: u32, fall: u32) -> Option<bool> {
         self.probe_latency_us.store(
             latency.as_micros().min(u64::MAX as u128 - 1) as u64,
             Relaxed,
         );
         self.probe_ok.store(ok, Relaxed);
-        if ok {
-            self.probe_streak.fetch_add(1, Relaxed);
-        } else {
-            self.probe_streak.store(0, Relaxed);
-        }
+        self.health.record(ok, rise, fall)
     }
 
-    /// Consecutive passing probes so far.
-    pub fn probe_streak(&self) -> u32 {
-        self.probe_streak.load(Relaxed)
+    /// Latency of the last probe, if any, and whether it passed.
+    pub fn last_probe(&self) -> Option<(Duration, bool)> {
+        match self.probe_latency_us.load(Relaxed) {
+            NO_PROBE => None,
+            us => Some((Duration::from_micros(us), self.probe_ok.load(Relaxed))),
+        }
     }
 
     /// The backend's lifecycle state.
@@ -181,12 +172,14 @@ impl BackendStats {
         self.lifecycle.store(state as u8, Relaxed);
     }
 
-    /// Latency of the last probe, if any, and whether it passed.
-    pub fn last_probe(&self) -> Option<(Duration, bool)> {
-        match self.probe_latency_us.load(Relaxed) {
-            NO_PROBE => None,
-            us => Some((Duration::from_micros(us), self.probe_ok.load(Relaxed))),
-        }
+    /// Whether an operator drained this backend.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Relaxed)
+    }
+
+    /// Drain (true) or undrain (false); returns the previous value.
+    pub fn set_drained(&self, drained: bool) -> bool {
+        self.drained.swap(drained, Relaxed)
     }
 
     /// Requests ever started to this backend.
@@ -224,21 +217,28 @@ impl BackendStats {
         self.requests().saturating_sub(baseline)
     }
 
+    fn apply_latency(&self, latency: &LatencySettings) {
+        self.ewma.lock().set_decay(latency.decay);
+        self.failure_penalty_ns
+            .store(latency.failure_penalty.as_nanos() as u64, Relaxed);
+    }
+
     fn millis(&self, t: Instant) -> u64 {
         // +1 keeps 0 free as the "never" sentinel.
         t.saturating_duration_since(self.epoch).as_millis() as u64 + 1
     }
 }
 
-/// Where a discovered backend is in its life.
+/// Where a backend is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Lifecycle {
-    /// Serving (static backends are always active).
+    /// Serving.
     Active = 0,
-    /// Newly discovered: no traffic until it passes its health checks.
+    /// Newly added (discovered, added at run time or by a reload): no traffic until it
+    /// passes its health checks.
     Initial = 1,
-    /// Gone from discovery: no new requests; in-flight ones finish.
+    /// Gone from the group: no new requests; in-flight ones finish.
     Draining = 2,
 }
 
@@ -269,11 +269,18 @@ impl Drop for InflightGuard {
     }
 }
 
+/// An entry of the registry: the stats, and since when the backend is no member (if so).
+#[derive(Debug)]
+struct Entry {
+    stats: Arc<BackendStats>,
+    removed_at: Option<Instant>,
+}
+
 /// All backends' stats of one target group, keyed by address.
 #[derive(Debug)]
 pub struct StatsRegistry {
-    map: RwLock<HashMap<SocketAddr, Arc<BackendStats>>>,
-    latency: LatencySettings,
+    map: RwLock<HashMap<SocketAddr, Entry>>,
+    latency: RwLock<LatencySettings>,
     epoch: Instant,
     /// Bumped whenever a probe result is recorded, so probe-ranked selectors know to re-rank.
     probe_generation: AtomicU64,
@@ -284,7 +291,7 @@ impl StatsRegistry {
     pub fn new(latency: LatencySettings) -> Self {
         Self {
             map: RwLock::new(HashMap::new()),
-            latency,
+            latency: RwLock::new(latency),
             epoch: Instant::now(),
             probe_generation: AtomicU64::new(0),
         }
@@ -294,60 +301,47 @@ impl StatsRegistry {
     /// the group's current estimates (or the default RTT for the first one), so that it
     /// neither swallows traffic nor starves.
     pub fn get_or_insert(&self, addr: SocketAddr, now: Instant) -> Arc<BackendStats> {
-        if let Some(s) = self.map.read().get(&addr) {
-            s.removed_at_ms.store(0, Relaxed);
-            return s.clone();
+        if let Some(e) = self.map.read().get(&addr) {
+            return e.stats.clone();
         }
         let mut map = self.map.write();
-        if let Some(s) = map.get(&addr) {
-            return s.clone();
+        if let Some(e) = map.get(&addr) {
+            return e.stats.clone();
         }
-        let seed = self.seed_latency(&map, now);
-        let stats = Arc::new(BackendStats::new(addr, self.latency, seed, self.epoch, now));
-        map.insert(addr, stats.clone());
+        let latency = *self.latency.read();
+        let seed = seed_latency(&map, &latency, now);
+        let stats = Arc::new(BackendStats::new(addr, &latency, seed, self.epoch, now));
+        map.insert(
+            addr,
+            Entry {
+                stats: stats.clone(),
+                removed_at: None,
+            },
+        );
         stats
-    }
-
-    fn seed_latency(&self, map: &HashMap<SocketAddr, Arc<BackendStats>>, now: Instant) -> Duration {
-        let members: Vec<f64> = map
-            .values()
-            .filter(|s| s.removed_at_ms.load(Relaxed) == 0)
-            .map(|s| s.ewma_ns(now))
-            .collect();
-        if members.is_empty() {
-            return self.latency.default_rtt;
-        }
-        let mean = members.iter().sum::<f64>() / members.len() as f64;
-        Duration::from_nanos(mean.max(1.0) as u64)
     }
 
     /// The stats for `addr`, if it is known.
     pub fn get(&self, addr: &SocketAddr) -> Option<Arc<BackendStats>> {
-        self.map.read().get(addr).cloned()
+        self.map.read().get(addr).map(|e| e.stats.clone())
     }
 
     /// Snapshot of every entry.
     pub fn all(&self) -> Vec<Arc<BackendStats>> {
-        self.map.read().values().cloned().collect()
+        self.map.read().values().map(|e| e.stats.clone()).collect()
     }
 
     /// Note the current membership: entries not in it are marked removed, and entries removed
     /// for longer than `retention` with no request in flight are dropped for good.
     pub fn retain_members(&self, members: &[SocketAddr], retention: Duration, now: Instant) {
-        let now_ms = (now.saturating_duration_since(self.epoch).as_millis() as u64).max(1);
-        let retention_ms = retention.as_millis() as u64;
         let mut map = self.map.write();
-        map.retain(|addr, s| {
+        map.retain(|addr, e| {
             if members.contains(addr) {
-                s.removed_at_ms.store(0, Relaxed);
+                e.removed_at = None;
                 return true;
             }
-            let removed = s.removed_at_ms.load(Relaxed);
-            if removed == 0 {
-                s.removed_at_ms.store(now_ms, Relaxed);
-                return true;
-            }
-            now_ms.saturating_sub(removed) < retention_ms || s.inflight() > 0
+            let since = *e.removed_at.get_or_insert(now);
+            now.saturating_duration_since(since) < retention || e.stats.inflight() > 0
         });
     }
 
@@ -360,12 +354,9 @@ impl StatsRegistry {
         }
     }
 
-    /// Record a probe result for `addr`.
-    pub fn record_probe(&self, addr: &SocketAddr, latency: Duration, ok: bool) {
-        if let Some(s) = self.get(addr) {
-            s.record_probe(latency, ok);
-            self.probe_generation.fetch_add(1, Relaxed);
-        }
+    /// Note that a probe result was recorded.
+    pub fn probe_recorded(&self) {
+        self.probe_generation.fetch_add(1, Relaxed);
     }
 
     /// Changes whenever a probe result is recorded.
@@ -374,9 +365,34 @@ impl StatsRegistry {
     }
 
     /// Latency settings of the group.
-    pub fn latency(&self) -> &LatencySettings {
-        &self.latency
+    pub fn latency(&self) -> LatencySettings {
+        *self.latency.read()
     }
+
+    /// Apply new latency settings (a reload) to every backend, keeping their estimates.
+    pub fn set_latency(&self, latency: LatencySettings) {
+        *self.latency.write() = latency;
+        for e in self.map.read().values() {
+            e.stats.apply_latency(&latency);
+        }
+    }
+}
+
+fn seed_latency(
+    map: &HashMap<SocketAddr, Entry>,
+    latency: &LatencySettings,
+    now: Instant,
+) -> Duration {
+    let members: Vec<f64> = map
+        .values()
+        .filter(|e| e.removed_at.is_none())
+        .map(|e| e.stats.ewma_ns(now))
+        .collect();
+    if members.is_empty() {
+        return latency.default_rtt;
+    }
+    let mean = members.iter().sum::<f64>() / members.len() as f64;
+    Duration::from_nanos(mean.max(1.0) as u64)
 }
 
 /// The stats attached to `backend`, if any.
@@ -424,24 +440,35 @@ mod tests {
         let reg = StatsRegistry::new(LatencySettings::default());
         let t0 = Instant::now();
         let s = reg.get_or_insert(addr(1), t0);
-        s.record(Outcome::Success(Duration::from_millis(1)), t0, &passive());
-        s.record(Outcome::Failure, t0, &passive());
+        s.record_success(Duration::from_millis(1), t0);
+        s.record_failure(t0, &passive());
         assert!(s.ewma_ns(t0) >= 1e9, "a fast failure must not look fast");
     }
 
     #[test]
-    fn consecutive_failures_eject_for_a_while() {
+    fn an_abort_only_ever_raises_the_estimate() {
+        let reg = StatsRegistry::new(LatencySettings::default());
+        let t0 = Instant::now();
+        let s = reg.get_or_insert(addr(1), t0);
+        s.record_abort(Duration::from_millis(1), t0);
+        assert_eq!(s.ewma_ns(t0), 30e6, "a quick abort says nothing");
+        s.record_abort(Duration::from_millis(500), t0);
+        assert_eq!(s.ewma_ns(t0), 500e6, "a long wait is a peak");
+        assert_eq!(s.failures(), 0);
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_a_success_resets_them() {
         let reg = StatsRegistry::new(LatencySettings::default());
         let t0 = Instant::now();
         let s = reg.get_or_insert(addr(1), t0);
         let p = passive();
-        s.record(Outcome::Failure, t0, &p);
-        s.record(Outcome::Failure, t0, &p);
-        s.record(Outcome::Success(Duration::from_millis(1)), t0, &p);
-        s.record(Outcome::Failure, t0, &p);
-        s.record(Outcome::Failure, t0, &p);
-        assert!(!s.is_ejected(t0), "a success resets the count");
-        s.record(Outcome::Failure, t0, &p);
+        assert!(!s.record_failure(t0, &p));
+        assert!(!s.record_failure(t0, &p));
+        s.record_success(Duration::from_millis(1), t0);
+        assert!(!s.record_failure(t0, &p));
+        assert!(!s.record_failure(t0, &p));
+        assert!(s.record_failure(t0, &p));
         assert!(s.is_ejected(t0 + Duration::from_secs(29)));
         assert!(!s.is_ejected(t0 + Duration::from_secs(31)));
     }
@@ -480,7 +507,7 @@ mod tests {
         let t0 = Instant::now();
         let a = reg.get_or_insert(addr(1), t0);
         assert_eq!(a.ewma_ns(t0), 30e6, "the first gets the default RTT");
-        a.record(Outcome::Success(Duration::from_millis(100)), t0, &passive());
+        a.record_success(Duration::from_millis(100), t0);
         let b = reg.get_or_insert(addr(2), t0);
         assert_eq!(b.ewma_ns(t0), 100e6);
     }
@@ -490,16 +517,28 @@ mod tests {
         let reg = StatsRegistry::new(LatencySettings::default());
         let t0 = Instant::now();
         let a = reg.get_or_insert(addr(1), t0);
-        a.record(Outcome::Success(Duration::from_millis(100)), t0, &passive());
+        a.record_success(Duration::from_millis(100), t0);
         drop(a);
         let retention = Duration::from_secs(60);
         reg.retain_members(&[], retention, t0 + Duration::from_secs(1));
         reg.retain_members(&[], retention, t0 + Duration::from_secs(30));
-        let back = reg.get_or_insert(addr(1), t0 + Duration::from_secs(30));
-        assert_eq!(back.requests(), 0);
+        let back = reg.get(&addr(1)).expect("kept within the retention");
         assert!(back.ewma_ns(t0 + Duration::from_secs(30)) > 0.0);
-        reg.retain_members(&[], retention, t0 + Duration::from_secs(31));
+        drop(back);
         reg.retain_members(&[], retention, t0 + Duration::from_secs(200));
         assert!(reg.get(&addr(1)).is_none());
+    }
+
+    #[test]
+    fn new_latency_settings_apply_to_known_backends() {
+        let reg = StatsRegistry::new(LatencySettings::default());
+        let t0 = Instant::now();
+        let a = reg.get_or_insert(addr(1), t0);
+        reg.set_latency(LatencySettings {
+            failure_penalty: Duration::from_secs(3),
+            ..LatencySettings::default()
+        });
+        a.record_failure(t0, &passive());
+        assert_eq!(a.ewma_ns(t0), 3e9);
     }
 }

@@ -16,7 +16,8 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
 
 use super::members::Members;
-use super::{GroupShared, SharedConfig};
+use super::{GroupShared, KeyInput, SelectionKey, SharedConfig, Strategy};
+use crate::config::TargetGroupConfig;
 
 /// First byte of a key that carries a backend id from a cookie.
 const COOKIE_TAG: u8 = b'C';
@@ -54,6 +55,57 @@ fn id_from_key(key: &[u8]) -> Option<u64> {
         }
         _ => None,
     }
+}
+
+impl Strategy for Sticky {
+    const NAME: &'static str = "sticky";
+
+    /// The backend id of a valid LB cookie, else the client IP.
+    fn request_key(request: &KeyInput<'_>) -> SelectionKey {
+        if let Some(cookie) = &request.settings.sticky.lb_cookie {
+            let id = read_cookie(request.request, &cookie.name)
+                .and_then(|v| u64::from_str_radix(v, 16).ok());
+            if let Some(id) = id {
+                return SelectionKey::new(&cookie_key(id));
+            }
+        }
+        request
+            .client_ip
+            .map(SelectionKey::from_ip)
+            .unwrap_or_default()
+    }
+
+    /// With an LB cookie configured: set it unless the client already named `picked`.
+    fn response_cookie(
+        settings: &TargetGroupConfig,
+        picked: SocketAddr,
+        key: &SelectionKey,
+    ) -> Option<String> {
+        let cookie = settings.sticky.lb_cookie.as_ref()?;
+        let id = backend_id(&picked);
+        if id_from_key(key.as_bytes()) == Some(id) {
+            return None;
+        }
+        Some(format!(
+            "{}={id:016x}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+            cookie.name,
+            cookie.max_age.as_secs()
+        ))
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn read_cookie<'a>(req: &'a pingora_http::RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|line| {
+            line.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then_some(v.trim())
+            })
+        })
 }
 
 impl BackendSelection for Sticky {

@@ -1,0 +1,203 @@
+//! `routes:`: matches, actions, rate limits.
+
+use std::collections::HashSet;
+
+use super::super::file::*;
+use super::super::model::*;
+use super::Checker;
+use crate::edge::rate_limit::{RateKey, RateLimitSettings};
+
+pub(super) fn validate(
+    c: &mut Checker,
+    routes: &[(usize, RouteFile)],
+    group_index: &dyn Fn(&str) -> Option<usize>,
+    known_group: &dyn Fn(&str) -> bool,
+) -> Vec<Route> {
+    let mut out = Vec::with_capacity(routes.len());
+    let mut names = HashSet::new();
+    for (i, r) in routes {
+        let Some(route) = route(c, *i, r, group_index, known_group) else {
+            continue;
+        };
+        if !names.insert(route.name.clone()) {
+            let field = if c.present(&format!("routes[{i}].name")) {
+                format!("routes[{i}].name")
+            } else {
+                format!("routes[{i}]")
+            };
+            c.error(
+                field,
+                format!(
+                    "duplicate route name `{}` (names label metrics and logs; set `name:` to tell them apart)",
+                    route.name
+                ),
+            );
+            continue;
+        }
+        out.push(route);
+    }
+    out
+}
+
+fn route(
+    c: &mut Checker,
+    i: usize,
+    r: &RouteFile,
+    group_index: &dyn Fn(&str) -> Option<usize>,
+    known_group: &dyn Fn(&str) -> bool,
+) -> Option<Route> {
+    let at = |f: &str| format!("routes[{i}].{f}");
+    let before = c.errors.len();
+    let path = match (&r.path, &r.path_prefix) {
+        (Some(_), Some(_)) => {
+            c.error(at("path"), "give either `path` or `path_prefix`, not both");
+            PathMatch::Any
+        }
+        (Some(p), None) => PathMatch::Exact(check_path(c, &at("path"), p)),
+        (None, Some(p)) => {
+            let p = check_path(c, &at("path_prefix"), p);
+            if p == "/" {
+                PathMatch::Any
+            } else {
+                PathMatch::Prefix(p.trim_end_matches('/').to_string())
+            }
+        }
+        (None, None) => PathMatch::Any,
+    };
+    let host = r.host.as_deref().map(|h| {
+        let h = h.trim().to_ascii_lowercase();
+        if h.is_empty() || h.contains(['/', ' ']) {
+            c.error(at("host"), format!("`{h}` is not a host name"));
+        }
+        match h.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => HostMatch::Suffix(suffix.to_string()),
+            _ => HostMatch::Exact(h),
+        }
+    });
+    let action = action(c, i, r, group_index, known_group);
+    if r.strip_prefix
+        && !(matches!(path, PathMatch::Prefix(_))
+            && matches!(action, Some(RouteAction::Forward(_)) | None))
+    {
+        c.error(
+            at("strip_prefix"),
+            "needs a `path_prefix` other than `/` and a `target_group`",
+        );
+    }
+    let name = r.name.clone().unwrap_or_else(|| match (&path, &host) {
+        (PathMatch::Exact(p) | PathMatch::Prefix(p), _) => p.clone(),
+        (PathMatch::Any, Some(HostMatch::Exact(h) | HostMatch::Suffix(h))) => h.clone(),
+        (PathMatch::Any, None) => format!("route{i}"),
+    });
+    let rate_limit = r
+        .rate_limit
+        .as_ref()
+        .map(|rl| rate_limit(c, &at("rate_limit"), rl));
+    if c.errors.len() > before {
+        return None;
+    }
+    Some(Route {
+        name,
+        host,
+        path,
+        strip_prefix: r.strip_prefix,
+        action: action?,
+        rate_limit,
+    })
+}
+
+/// What the route does; `None` after recording an error (or naming an unreadable group).
+fn action(
+    c: &mut Checker,
+    i: usize,
+    r: &RouteFile,
+    group_index: &dyn Fn(&str) -> Option<usize>,
+    known_group: &dyn Fn(&str) -> bool,
+) -> Option<RouteAction> {
+    let at = |f: &str| format!("routes[{i}].{f}");
+    let actions =
+        r.target_group.is_some() as u8 + r.status_page as u8 + r.fixed_response.is_some() as u8;
+    if actions != 1 {
+        c.error(
+            format!("routes[{i}]"),
+            "each route needs exactly one of `target_group`, `status_page: true` or `fixed_response`",
+        );
+        return None;
+    }
+    if let Some(name) = &r.target_group {
+        return match group_index(name) {
+            Some(g) => Some(RouteAction::Forward(g)),
+            None => {
+                if !known_group(name) {
+                    c.error(
+                        at("target_group"),
+                        format!("no target group named `{name}`"),
+                    );
+                }
+                None
+            }
+        };
+    }
+    if r.status_page {
+        return Some(RouteAction::StatusPage);
+    }
+    let f = r.fixed_response.as_ref()?;
+    if !(100..=599).contains(&f.status) {
+        c.error(
+            at("fixed_response.status"),
+            format!("{} is not an HTTP status", f.status),
+        );
+        return None;
+    }
+    Some(RouteAction::Fixed {
+        status: f.status,
+        body: f.body.clone(),
+        content_type: f
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text/plain; charset=utf-8".to_string()),
+    })
+}
+
+fn rate_limit(c: &mut Checker, field: &str, rl: &RateLimitFile) -> RateLimitSettings {
+    if !(rl.rate.is_finite() && rl.rate > 0.0) {
+        c.error(
+            format!("{field}.rate"),
+            format!(
+                "must be a positive number of requests per second, got {}",
+                rl.rate
+            ),
+        );
+    }
+    let burst = rl.burst.unwrap_or(rl.rate.max(1.0));
+    if !(burst.is_finite() && burst >= 1.0) {
+        c.error(
+            format!("{field}.burst"),
+            format!("must be at least 1, got {burst}"),
+        );
+    }
+    let max_keys = rl.max_keys.unwrap_or(100_000);
+    if max_keys == 0 {
+        c.error(format!("{field}.max_keys"), "must be at least 1");
+    }
+    let key = match rl.key.unwrap_or(RateKeyFile::ClientIp) {
+        RateKeyFile::ClientIp => RateKey::ClientIp,
+        RateKeyFile::Global => RateKey::Global,
+    };
+    RateLimitSettings {
+        rate: rl.rate,
+        burst,
+        key,
+        max_keys,
+    }
+}
+
+fn check_path(c: &mut Checker, field: &str, p: &str) -> String {
+    if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+        c.error(
+            field,
+            format!("`{p}` must start with `/` and hold no query, fragment or space"),
+        );
+    }
+    p.to_string()
+}

@@ -1,0 +1,36 @@
+//! One access-log line per request (target `switchyard::access`).
+
+use std::time::Duration;
+
+use pingora_error::Error;
+use pingora_proxy::Session;
+
+use super::ctx::RequestCtx;
+
+/// Log the finished request with the status the client got.
+pub fn log(session: &Session, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
+    let req = session.req_header();
+    let client = ctx
+        .client_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "-".into());
+    let group = ctx
+        .group
+        .as_ref()
+        .map(|g| g.config.name.as_str())
+        .unwrap_or("-");
+    let backend = ctx.backend.as_ref().map(|b| b.label()).unwrap_or("-");
+    let duration: Duration = ctx.started.elapsed();
+    let error = e
+        .map(|e| format!(" error=\"{}\"", e.etype().as_str()))
+        .unwrap_or_default();
+    log::info!(
+        target: "switchyard::access",
+        "{client} \"{} {}\" {status} route={} group={group} backend={backend} attempts={} duration_ms={:.2}{error}",
+        req.method,
+        req.uri,
+        ctx.route_name.as_deref().unwrap_or("-"),
+        ctx.attempts(),
+        duration.as_secs_f64() * 1e3,
+    );
+}
