@@ -201,7 +201,10 @@ async fn discovery_follows_instances_checks_new_ones_and_drains_gone_ones() {
         assert_eq!(a.status, 200, "a request in flight was cut: {a:?}");
         slow_on_21 += (a.backend.as_deref() == Some("i-21")) as usize;
     }
-    assert!(slow_on_21 >= 1, "no request was in flight on the terminated instance");
+    assert!(
+        slow_on_21 >= 1,
+        "no request was in flight on the terminated instance"
+    );
     let gone = eventually(Duration::from_secs(10), || async {
         !states(&sy.status().await)
             .iter()

@@ -97,7 +97,10 @@ fn route_to_missing_group() {
 
 #[test]
 fn empty_backend_list() {
-    let yaml = mutate("    backends:\n      - address: 127.0.0.1:8011\n", "    backends: []\n");
+    let yaml = mutate(
+        "    backends:\n      - address: 127.0.0.1:8011\n",
+        "    backends: []\n",
+    );
     assert_rejected(&yaml, "target_groups[1].backends", "has no backends", 16);
 }
 
@@ -140,7 +143,10 @@ fn duplicate_backends() {
 
 #[test]
 fn unknown_key_in_our_sections() {
-    let yaml = mutate("      interval: 2s\n      timeout", "      intervall: 2s\n      timeout");
+    let yaml = mutate(
+        "      interval: 2s\n      timeout",
+        "      intervall: 2s\n      timeout",
+    );
     assert_rejected(
         &yaml,
         "target_groups[0].health_check.intervall",
@@ -166,7 +172,11 @@ fn bad_duration() {
 
 #[test]
 fn an_error_in_the_second_group_names_the_second_groups_line() {
-    let yaml = mutate_nth("      interval: 2s\n", "      interval: 2s\n      timeout: 5s\n", 1);
+    let yaml = mutate_nth(
+        "      interval: 2s\n",
+        "      interval: 2s\n      timeout: 5s\n",
+        1,
+    );
     assert_rejected(
         &yaml,
         "target_groups[1].health_check.timeout",
@@ -192,7 +202,11 @@ fn yaml_syntax_error_gives_the_line() {
     let yaml = mutate("  - name: cluster2\n", "  - name: [cluster2\n");
     let e = errors(&yaml);
     assert_eq!(e[0].field, "(file)");
-    assert!(e[0].line.is_some_and(|l| (15..=17).contains(&l)), "{}", e[0]);
+    assert!(
+        e[0].line.is_some_and(|l| (15..=17).contains(&l)),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
@@ -201,7 +215,12 @@ fn strategy_settings_that_would_do_nothing_are_refused() {
         "    strategy: round_robin\n",
         "    strategy: round_robin\n    sticky:\n      lb_cookie:\n        name: SWITCHYARD\n",
     );
-    assert_rejected(&yaml, "target_groups[0].sticky", "do nothing with strategy `round_robin`", 8);
+    assert_rejected(
+        &yaml,
+        "target_groups[0].sticky",
+        "do nothing with strategy `round_robin`",
+        8,
+    );
 }
 
 #[test]
@@ -210,7 +229,12 @@ fn rate_limit_and_shedding_values_are_checked() {
         "    target_group: cluster1\n",
         "    target_group: cluster1\n    rate_limit:\n      rate: 0\n",
     );
-    assert_rejected(&yaml, "routes[0].rate_limit.rate", "must be a positive number", 24);
+    assert_rejected(
+        &yaml,
+        "routes[0].rate_limit.rate",
+        "must be a positive number",
+        24,
+    );
     let yaml = mutate(
         "    strategy: round_robin\n",
         "    strategy: round_robin\n    queue:\n      size: 3\n",
@@ -224,7 +248,12 @@ fn unreadable_tls_certificate() {
         "  - address: 127.0.0.1:18999\n",
         "  - address: 127.0.0.1:18999\n    tls:\n      cert: /nonexistent/cert.pem\n      key: /nonexistent/key.pem\n",
     );
-    assert_rejected(&yaml, "listeners[0].tls.cert", "cannot read /nonexistent/cert.pem", 6);
+    assert_rejected(
+        &yaml,
+        "listeners[0].tls.cert",
+        "cannot read /nonexistent/cert.pem",
+        6,
+    );
 }
 
 #[test]
@@ -250,7 +279,10 @@ fn three_independent_errors_are_printed_with_their_lines_in_one_run() {
         "check.yaml:24: routes[1].target_group",
         "3 errors",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

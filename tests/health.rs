@@ -74,3 +74,111 @@ async fn a_group_with_no_healthy_backend_fails_open_or_answers_503() {
         );
     }
 }
+
+/// A backend whose `/health` passes but whose requests fail with 503.
+async fn failing_but_healthy(name: &str) -> backend_server::RunningBackend {
+    backend_with(
+        name,
+        backend_server::Behaviour {
+            error_rate: 1.0,
+            error_status: 503,
+            ..backend_server::Behaviour::default()
+        },
+    )
+    .await
+}
+
+fn ejected(status: &serde_json::Value, port: u16) -> bool {
+    status["target_groups"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| {
+            b["address"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{port}"))
+                && b["ejected"] == true
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passive_ejection_excludes_a_failing_backend_for_its_ejection_time() {
+    let good = backend("good", 0).await;
+    let bad = failing_but_healthy("bad").await;
+    let extra =
+        "    passive_health:\n      max_failures: 3\n      ejection_time: 3s\n    max_retries: 0\n";
+    let sy = Switchyard::start(&group_yaml(&backend_list(&[&good, &bad]), extra)).await;
+    let bad_label = bad.addr().to_string();
+
+    // Round robin sends every other request to `bad` until its third 503 in a row ejects it.
+    let c = client(None);
+    for _ in 0..6 {
+        get(&c, &sy.url("/x")).await;
+    }
+    let m = sy.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "lb_backend_ejections_total", &[("backend", &bad_label)]),
+        1.0,
+        "{m}"
+    );
+    assert!(ejected(&sy.status().await, bad.addr().port()));
+
+    // While ejected it gets nothing, though its health checks pass.
+    let served = bad.state().requests_served();
+    let during = load(&sy.url("/x"), 40, 2).await;
+    assert!(
+        during.iter().all(|a| a.status == 200),
+        "{:?}",
+        statuses(&during)
+    );
+    assert_eq!(
+        bad.state().requests_served(),
+        served,
+        "an ejected backend got requests"
+    );
+
+    // After the ejection time it is tried again.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let after = load(&sy.url("/x"), 20, 1).await;
+    assert!(
+        bad.state().requests_served() > served,
+        "{:?}",
+        shares(&after)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ejected_but_healthy_backend_serves_when_nothing_else_is_left() {
+    let good = backend("good", 0).await;
+    let bad = failing_but_healthy("bad").await;
+    let extra = "    passive_health:\n      max_failures: 2\n      ejection_time: 60s\n    max_retries: 0\n    fail_open: false\n";
+    let sy = Switchyard::start(&group_yaml(&backend_list(&[&good, &bad]), extra)).await;
+    // `good` fails its checks and leaves; `bad` is left alone and gets ejected.
+    control(&good, serde_json::json!({"healthy": false})).await;
+    let only_bad = eventually(Duration::from_secs(5), || async {
+        served_by(&sy, 10).await.keys().all(|k| k == "bad")
+    })
+    .await;
+    assert!(only_bad);
+    let ejected_now = eventually(Duration::from_secs(5), || async {
+        ejected(&sy.status().await, bad.addr().port())
+    })
+    .await;
+    assert!(ejected_now, "bad was not ejected: {}", sy.status().await);
+    // Ejection never takes a group down: the ejected backend still gets the requests (its
+    // own 503s), rather than the load balancer answering "no backend".
+    let answers = load(&sy.url("/x"), 10, 1).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.backend.as_deref() == Some("bad") && a.status == 503),
+        "{answers:?}"
+    );
+    let m = sy.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "lb_no_healthy_backend_total", &[]),
+        0.0,
+        "{m}"
+    );
+}

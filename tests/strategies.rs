@@ -89,7 +89,15 @@ async fn adaptive_does_not_reward_fast_503s() {
         },
     )
     .await;
-    let sy = Switchyard::start(&one_group("adaptive", &[&a, &b, &failing], "")).await;
+    // Passive ejection off: the failure penalty alone must keep the fast 503s away.
+    let sy = Switchyard::start(&one_group(
+        "adaptive",
+        &[&a, &b, &failing],
+        "    passive_health:
+      enabled: false
+",
+    ))
+    .await;
     let answers = load(&sy.url("/"), 300, 4).await;
     let s = shares(&answers);
     assert!(

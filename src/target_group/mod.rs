@@ -6,6 +6,8 @@
 //! its stats in the group's [`StatsRegistry`], which a reload hands to the group that replaces
 //! this one; the group object itself holds only what the configuration says plus membership.
 
+mod changes;
+mod health_pass;
 pub mod membership;
 pub mod overrides;
 
@@ -18,7 +20,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::Backend;
 
 use crate::config::TargetGroupConfig;
@@ -27,10 +28,10 @@ use crate::discovery::{Ec2Discovery, StaticList};
 use crate::edge::shed::Admission;
 use crate::health::ProbeCheck;
 use crate::metrics::{ErrorKind, Metrics};
-use crate::selection::stats::{BackendStats, Lifecycle, StatsRegistry};
+use crate::selection::stats::{stats_of, BackendStats, Lifecycle, StatsRegistry};
 use crate::selection::{GroupSelector, GroupShared, PickInputs, Selected};
 use membership::{Changes, Membership, Weights};
-use overrides::{Drift, Overrides};
+use overrides::Overrides;
 
 /// How long the stats of a backend that left the group are kept in case it comes back.
 pub const STATS_RETENTION: Duration = Duration::from_secs(300);
@@ -262,7 +263,7 @@ impl TargetGroup {
             .load()
             .iter()
             .find(|b| b.addr.as_inet() == Some(addr))
-            .and_then(|b| crate::selection::stats::stats_of(b).cloned())
+            .and_then(|b| stats_of(b).cloned())
     }
 
     /// Every member's live state.
@@ -271,7 +272,7 @@ impl TargetGroup {
             .load()
             .iter()
             .filter_map(|b| {
-                let stats = crate::selection::stats::stats_of(b)?;
+                let stats = stats_of(b)?;
                 let probe = stats.last_probe();
                 Some(BackendView {
                     addr: stats.addr(),
@@ -295,7 +296,7 @@ impl TargetGroup {
     /// Sample every member's request counter (called once a second).
     pub fn sample_history(&self, now: Instant) {
         for b in self.members.load().iter() {
-            if let Some(s) = crate::selection::stats::stats_of(b) {
+            if let Some(s) = stats_of(b) {
                 s.sample(now);
             }
         }
@@ -407,173 +408,6 @@ impl TargetGroup {
         }
         self.run_health_checks().await;
         self.upkeep_running.store(false, Relaxed);
-    }
-
-    /// One pass of active health checks over every member that is not leaving, in
-    /// parallel; then backends waiting in `initial` that passed enough checks start taking
-    /// traffic.
-    pub async fn run_health_checks(&self) {
-        let members = self.members.load_full();
-        match &self.probe {
-            Some(probe) => {
-                let checks = members.iter().filter_map(|b| {
-                    let stats = crate::selection::stats::stats_of(b)?;
-                    (stats.lifecycle() != Lifecycle::Draining)
-                        .then(|| self.check_one(probe, b, stats))
-                });
-                futures::future::join_all(checks).await;
-            }
-            None => {
-                for s in members.iter().filter_map(crate::selection::stats::stats_of) {
-                    s.health.set(true);
-                }
-            }
-        }
-        self.promote_initial(&members);
-    }
-
-    async fn check_one(&self, probe: &ProbeCheck, backend: &Backend, stats: &Arc<BackendStats>) {
-        let hc = &self.config.health_check;
-        let started = Instant::now();
-        let result = probe.check(backend).await;
-        let flip = stats.record_probe(
-            started.elapsed(),
-            result.is_ok(),
-            hc.healthy_threshold,
-            hc.unhealthy_threshold,
-        );
-        self.registry.probe_recorded();
-        self.metrics
-            .health_check(&self.config.name, stats.label(), result.is_ok());
-        let name = &self.config.name;
-        match (flip, &result) {
-            (Some(true), _) => {
-                log::info!("group {name}: backend {} is healthy again", stats.addr())
-            }
-            (Some(false), Err(e)) => log::warn!(
-                "group {name}: backend {} is unhealthy ({e}): no new requests until it recovers",
-                stats.addr()
-            ),
-            (_, Err(e)) => {
-                log::debug!("group {name}: health check of {} failed: {e}", stats.addr())
-            }
-            _ => {}
-        }
-    }
-
-    /// Enable `initial` backends that passed enough checks (at once without checks).
-    fn promote_initial(&self, members: &[Backend]) {
-        let needed = match &self.probe {
-            Some(_) => self.config.health_check.healthy_threshold,
-            None => 0,
-        };
-        for s in members.iter().filter_map(crate::selection::stats::stats_of) {
-            if s.lifecycle() == Lifecycle::Initial && s.health.passes() >= needed {
-                s.set_lifecycle(Lifecycle::Active);
-                s.health.set(true);
-                log::info!(
-                    "group {}: backend {} passed its health checks and takes traffic",
-                    self.config.name,
-                    s.addr()
-                );
-            }
-        }
-    }
-
-    // ---- run-time changes (admin API) ----
-
-    /// Drain (or undrain) member `addr`: no new requests while drained; in-flight ones
-    /// finish. Returns whether the state changed.
-    pub fn set_drained(&self, addr: SocketAddr, drained: bool) -> Result<bool, ChangeError> {
-        let stats = self
-            .member(&addr)
-            .ok_or(ChangeError::UnknownBackend(addr))?;
-        Ok(stats.set_drained(drained) != drained)
-    }
-
-    /// Set member `addr`'s weight.
-    pub fn set_weight(&self, addr: SocketAddr, weight: usize) -> Result<(), ChangeError> {
-        if self.member(&addr).is_none() {
-            return Err(ChangeError::UnknownBackend(addr));
-        }
-        {
-            let mut o = self.overrides.lock();
-            match o.added.get_mut(&addr) {
-                Some(w) => *w = weight,
-                None => {
-                    o.weights.insert(addr, weight);
-                }
-            }
-        }
-        self.reconcile(Instant::now());
-        Ok(())
-    }
-
-    /// Add a backend at run time: it starts `initial` until it passes its health checks.
-    pub fn add_backend(&self, addr: SocketAddr, weight: usize) -> Result<(), ChangeError> {
-        let present = self
-            .member(&addr)
-            .is_some_and(|s| s.lifecycle() != Lifecycle::Draining);
-        if present {
-            return Err(ChangeError::AlreadyMember(addr));
-        }
-        {
-            let mut o = self.overrides.lock();
-            o.removed.retain(|a| *a != addr);
-            o.added.insert(addr, weight);
-        }
-        self.reconcile(Instant::now());
-        Ok(())
-    }
-
-    /// Remove a backend at run time: it drains first, then leaves.
-    pub fn remove_backend(&self, addr: SocketAddr) -> Result<(), ChangeError> {
-        let present = self
-            .member(&addr)
-            .is_some_and(|s| s.lifecycle() != Lifecycle::Draining);
-        if !present {
-            return Err(ChangeError::UnknownBackend(addr));
-        }
-        {
-            let mut o = self.overrides.lock();
-            if o.added.remove(&addr).is_none() {
-                o.removed.push(addr);
-            }
-            o.weights.remove(&addr);
-        }
-        self.reconcile(Instant::now());
-        Ok(())
-    }
-
-    /// Differences from the configuration made at run time: changes and operator drains.
-    pub fn drift(&self) -> Vec<Drift> {
-        let discovered = self.membership.lock().discovered.clone();
-        let mut out = self.overrides.lock().drift(&discovered);
-        for b in self.members.load().iter() {
-            if let Some(s) = crate::selection::stats::stats_of(b) {
-                if s.is_drained() {
-                    out.push(Drift {
-                        backend: s.label().to_string(),
-                        change: "drained at run time".to_string(),
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Undo operator drains (a reload: the file wins); returns what was undone.
-    pub fn clear_drains(&self) -> Vec<Drift> {
-        let mut out = Vec::new();
-        for s in self.registry.all() {
-            if s.set_drained(false) {
-                out.push(Drift {
-                    backend: s.label().to_string(),
-                    change: "drained at run time".to_string(),
-                });
-            }
-        }
-        out
     }
 }
 
