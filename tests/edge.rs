@@ -32,6 +32,47 @@ async fn raw(port: u16, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..got]).to_string()
 }
 
+/// Write `chunk` every `every` until the server closes the connection (up to 8 s); returns
+/// how long that took, or `None` if it never did.
+async fn trickle_until_closed(
+    s: &mut tokio::net::TcpStream,
+    chunk: &[u8],
+    every: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(every).await;
+        if s.write_all(chunk).await.is_err() {
+            return Some(started.elapsed());
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            // A 408 answer: the connection closes right after.
+            Ok(Ok(n)) if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408") => {
+                return Some(started.elapsed())
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Read one complete response whose body ends with `}` (the demo backend's JSON).
+async fn read_json_response(s: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).trim_end().ends_with('}') {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
 fn served(backends: &[&RunningBackend]) -> u64 {
     backends.iter().map(|b| b.state().requests_served()).sum()
 }
@@ -411,22 +452,8 @@ async fn a_client_trickling_its_request_head_is_disconnected() {
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let started = Instant::now();
     // One header byte every 200 ms: each read is quick, the head never ends.
-    let mut closed_after = None;
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if slow.write_all(b"X").await.is_err() {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
-        {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-    }
+    let closed_after = trickle_until_closed(&mut slow, b"X", Duration::from_millis(200)).await;
     let took = closed_after.expect("the slow client was never disconnected (6 s)");
     assert!(
         took < Duration::from_secs(4),
@@ -438,6 +465,71 @@ async fn a_client_trickling_its_request_head_is_disconnected() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(get(&c, &sy.url("/y")).await.status, 200);
     assert_eq!(a.state().requests_served(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_trickled_below_the_minimum_rate_is_cut_off_and_a_steady_one_is_not() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&single_group(
+        "  client_body_timeout: 1s\n  client_body_min_rate: 100\n",
+        "",
+        &backend_list(&[&a]),
+    ))
+    .await;
+    // One byte every 300 ms: every single wait is shorter than the body timeout, so only
+    // the rate floor (1 s + 1 s per 100 bytes) can end it.
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let took = trickle_until_closed(&mut slow, b"x", Duration::from_millis(300))
+        .await
+        .expect("the trickling client was held for 8 s");
+    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
+
+    // A slow but steady upload (2 KiB over about 2.1 s, above 100 B/s) goes through, although
+    // it lasts longer than the body timeout.
+    let mut steady = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    steady
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        steady.write_all(&[b'y'; 512]).await.unwrap();
+    }
+    let answer = read_json_response(&mut steady).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_next_request_head_on_a_kept_alive_connection_has_a_deadline_too() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&single_group(
+        "  client_header_timeout: 1s\n",
+        "",
+        &backend_list(&[&a]),
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_json_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // An idle pause longer than the header timeout is fine (the keep-alive timeout rules it).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let took = trickle_until_closed(&mut s, b"X", Duration::from_millis(200))
+        .await
+        .expect("the second, trickled head was never cut off");
+    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
+    assert_eq!(a.state().requests_served(), 1);
 }
 
 /// `openssl s_client` against `port` with extra flags; returns its output.
@@ -459,6 +551,55 @@ fn s_client(port: u16, flags: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A real OpenSSL server that accepts TLS 1.0 and 1.1, to prove the client offers them.
+struct OldTlsServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl OldTlsServer {
+    fn start() -> Self {
+        let openssl = require_tool("openssl", "apt-get install openssl");
+        let dir = TempDir::new();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let made = std::process::Command::new(&openssl)
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let port = free_port();
+        let child = std::process::Command::new(&openssl)
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-www"])
+            .args(["-cipher", "DEFAULT@SECLEVEL=0", "-min_protocol", "TLSv1", "-max_protocol", "TLSv1.1"])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "s_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OldTlsServer { child, port, _dir: dir }
+    }
+}
+
+impl Drop for OldTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -488,11 +629,20 @@ async fn tls_offers_only_1_2_and_1_3_with_modern_ciphers_and_h2() {
         t12.contains("Protocol  : TLSv1.2") && t12.contains("GCM"),
         "{t12}"
     );
+    // A client that really offers TLS 1.0/1.1 (Debian's OpenSSL refuses them itself unless
+    // told SECLEVEL=0) is refused by the server with an alert.
+    let control = OldTlsServer::start();
     for old in ["-tls1", "-tls1_1"] {
-        let out = s_client(tls_port, &[old]);
+        let flags = [old, "-cipher", "DEFAULT@SECLEVEL=0"];
+        let accepted = s_client(control.port, &flags);
         assert!(
-            out.contains("Cipher is (NONE)") || out.contains("alert"),
-            "{old} was accepted: {out}"
+            accepted.contains("Protocol  : TLSv1") && !accepted.contains("Cipher is (NONE)"),
+            "the client does not offer {old}, so the test proves nothing: {accepted}"
+        );
+        let out = s_client(tls_port, &flags);
+        assert!(
+            out.contains("Cipher is (NONE)") && out.contains("SSL alert number"),
+            "{old} was not refused by the server: {out}"
         );
     }
     // CBC, 3DES and RC4 suites are refused on TLS 1.2.
