@@ -159,16 +159,27 @@ impl Switchyard {
     /// Like [`Self::start`] with extra environment variables.
     pub async fn start_with_env(body: &str, env: &[(&str, String)]) -> Switchyard {
         let dir = TempDir::new();
+        let yaml = format!("{}{}", pingora_header(&dir), body);
+        Self::start_exact_in(dir, &yaml, env).await
+    }
+
+    /// Start switchyard with exactly `yaml` (`{PORT}`, `{ADMIN}` and `{DIR}` replaced; an
+    /// admin section added when absent) and wait until it answers.
+    pub async fn start_exact(yaml: &str) -> Switchyard {
+        Self::start_exact_in(TempDir::new(), yaml, &[]).await
+    }
+
+    async fn start_exact_in(dir: TempDir, yaml: &str, env: &[(&str, String)]) -> Switchyard {
         let port = free_port();
         let admin_port = free_port();
-        let mut body = body.to_string();
-        if !body.contains("\nadmin:") {
-            body.push_str("admin:\n  address: 127.0.0.1:{ADMIN}\n");
+        let mut yaml = yaml.to_string();
+        if !yaml.contains("\nadmin:") {
+            yaml.push_str("admin:\n  address: 127.0.0.1:{ADMIN}\n");
         }
-        let body = body
+        let yaml = yaml
             .replace("{PORT}", &port.to_string())
-            .replace("{ADMIN}", &admin_port.to_string());
-        let yaml = format!("{}{}", pingora_header(&dir), body);
+            .replace("{ADMIN}", &admin_port.to_string())
+            .replace("{DIR}", &dir.path().display().to_string());
         let conf = dir.write("switchyard.yaml", &yaml);
         let log = dir.path().join("switchyard.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -244,19 +255,54 @@ impl Switchyard {
         self.dir.path().join("switchyard.yaml")
     }
 
-    /// Start a new process that takes over this one's listeners (`-u`), as a graceful upgrade
-    /// does; the caller then sends SIGQUIT to this one.
-    pub fn spawn_upgrade(&self) -> Child {
+    /// Start a new process with `-u` and the configuration `yaml` (this one's when `None`):
+    /// it checks everything, then asks this one to hand over its listeners and takes them.
+    pub fn spawn_upgrade(&self, yaml: Option<&str>, env: &[(&str, String)]) -> Child {
+        let conf = match yaml {
+            Some(text) => self.dir.write("upgraded.yaml", text),
+            None => self.conf_path(),
+        };
         let log = std::fs::File::create(self.dir.path().join("switchyard-upgraded.log")).unwrap();
-        Command::new(switchyard_bin())
-            .arg("-u")
+        let mut cmd = Command::new(switchyard_bin());
+        cmd.arg("-u")
             .arg("-c")
-            .arg(self.conf_path())
+            .arg(conf)
             .env("RUST_LOG", "info,pingora_proxy=error")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn upgraded switchyard")
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn upgraded switchyard")
+    }
+
+    /// What the upgraded process logged.
+    pub fn upgrade_log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("switchyard-upgraded.log")).unwrap_or_default()
+    }
+
+    /// Send `signal` (e.g. `-TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} failed");
+    }
+
+    /// Wait up to `timeout` for the process to exit; its exit status if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether the process has exited.
@@ -503,5 +549,51 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Closed-loop GETs from a few clients until stopped (or 60 s), counting every outcome.
+pub struct BackgroundLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(u64, Vec<u16>)>>,
+}
+
+impl BackgroundLoad {
+    /// Start `workers` clients sending GETs to `url`, each pausing `pause` between requests.
+    pub fn start(url: &str, workers: usize, pause: Duration) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let c = client(None);
+                    let (mut ok, mut failed) = (0u64, Vec::new());
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && Instant::now() < deadline
+                    {
+                        match get(&c, &url).await.status {
+                            200 => ok += 1,
+                            other => failed.push(other),
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Self { stop, workers }
+    }
+
+    /// Stop and return (successes, statuses of the failures: 0 = transport error).
+    pub async fn stop(self) -> (u64, Vec<u16>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for w in self.workers {
+            let (o, f) = w.await.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
     }
 }
