@@ -1,37 +1,50 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs what it needs, then runs every
-# test of the workspace (unit tests beside the code, end-to-end tests in tests/).
+# Runs the whole test suite on a fresh Debian machine with only the Rust toolchain: installs
+# what the suite uses (system packages through apt-get, Python tools into a virtual
+# environment under target/), then runs every test of the workspace (unit tests beside the
+# code, end-to-end tests in tests/ that start the real binaries on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 
-# System packages: cmake builds pingora-core's zlib-ng; prometheus (with promtool) and
-# chromium are the real tools the observability tests check the metrics and dashboard with.
+# System packages: a C toolchain, cmake and pkg-config build pingora-core's zlib-ng and ring;
+# python3-venv holds the EC2 emulator; prometheus (promtool), chromium, openssl, nginx,
+# haproxy and redis-server are the real tools and peers the tests run against; procps has
+# kill and ps.
 need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-command -v promtool >/dev/null || need+=(prometheus)
-command -v chromium >/dev/null || need+=(chromium)
-command -v openssl >/dev/null || need+=(openssl)
+have() { command -v "$1" >/dev/null 2>&1; }
+have cc || need+=(build-essential)
+have cmake || need+=(cmake)
+have pkg-config || need+=(pkg-config)
+have python3 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+have promtool || need+=(prometheus)
+have chromium || need+=(chromium)
+have openssl || need+=(openssl)
+have nginx || [ -x /usr/sbin/nginx ] || need+=(nginx)
+have haproxy || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+have redis-server || need+=(redis-server)
+have kill && have ps || need+=(procps)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+export PATH="$PATH:/usr/sbin:/sbin"
 
-# The EC2 API emulator for the AWS tests. pip puts its scripts in Python's scripts directory,
-# which is not always on PATH (pyenv, for one, needs a rehash for new commands).
-PY_SCRIPTS=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-export PATH="$PY_SCRIPTS:$PATH"
-if ! command -v moto_server >/dev/null; then
-  echo "installing: moto[server] (pip)"
-  python3 -m pip install --quiet "moto[server]"
-  command -v pyenv >/dev/null && pyenv rehash || true
-  hash -r
+# The EC2 API emulator for the AWS tests, in a virtual environment of its own (Debian's
+# system Python is externally managed: pip may not install into it).
+VENV=target/test-venv
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "installing: moto[server] into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]"
 fi
-command -v moto_server >/dev/null || { echo "moto_server is not on PATH after installing moto[server]" >&2; exit 1; }
+export PATH="$PWD/$VENV/bin:$PATH"
+command -v moto_server >/dev/null || { echo "moto_server is missing from $VENV" >&2; exit 1; }
 
 # AWS tests talk only to the emulator: never reach for instance metadata or real credentials.
 export AWS_EC2_METADATA_DISABLED=true
