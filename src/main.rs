@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use switchyard::cli::{Cli, Command};
 use switchyard::config::{self, Loaded};
+use switchyard::reload::Source;
 
 fn main() -> ExitCode {
     switchyard::logging::init();
@@ -48,11 +49,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.demo && (cli.daemon || loaded.pingora.daemon) {
         anyhow::bail!("--demo runs in the foreground; drop -d / daemon: true");
     }
+    let source = match &cli.conf {
+        Some(path) => Source::File(path.clone()),
+        None => Source::Embedded(config::DEMO_YAML),
+    };
     switchyard::server::run(switchyard::server::Start {
         opt: cli.pingora_opt(),
         config: loaded.config,
         pingora: loaded.pingora,
         demo: cli.demo,
+        source,
     })
 }
 

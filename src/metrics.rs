@@ -70,6 +70,13 @@ pub struct Metrics {
     backend_probe: GaugeVec,
     group_failing_open: IntGaugeVec,
     config_loads: IntCounterVec,
+    shadow_requests: IntCounterVec,
+    shadow_mismatch: IntCounterVec,
+    canary_weight: IntGaugeVec,
+    canary_rollbacks: IntCounterVec,
+    faults: IntCounterVec,
+    store_errors: IntCounterVec,
+    store_fallback: IntGaugeVec,
     build_info: IntGaugeVec,
     start_time: IntGauge,
     /// "0".."599", so labelling a status code does not allocate.
@@ -144,7 +151,14 @@ impl Metrics {
             backend_inflight: gauge(&r, "lb_backend_inflight", "Requests in flight to the backend.", &["target_group", "backend"]),
             backend_probe: float_gauge(&r, "lb_backend_probe_latency_seconds", "Latency of the last active probe.", &["target_group", "backend"]),
             group_failing_open: gauge(&r, "lb_target_group_failing_open", "1 when no backend is healthy and the group sends to all of them.", &["target_group"]),
-            config_loads: counter(&r, "lb_config_loads_total", "Configuration loads by result.", &["result"]),
+            config_loads: counter(&r, "lb_config_loads_total", "Configuration loads (start and reloads) by result.", &["result"]),
+            shadow_requests: counter(&r, "lb_shadow_requests_total", "Shadow copies of requests by result: ok, error (4xx/5xx answer), timeout, failed, dropped (queue full), skipped (body not copied).", &["route", "target_group", "result"]),
+            shadow_mismatch: counter(&r, "lb_shadow_status_mismatch_total", "Shadow answers whose status differed from the primary's.", &["route"]),
+            canary_weight: gauge(&r, "lb_canary_weight", "Weight of a canary group on its route, in percent.", &["route", "target_group"]),
+            canary_rollbacks: counter(&r, "lb_canary_rollbacks_total", "Canary rollouts rolled back by the analysis.", &["route"]),
+            store_errors: counter(&r, "lb_rate_limit_store_errors_total", "Rate-limit store calls that failed or timed out (the request then used the local fallback).", &["store"]),
+            store_fallback: gauge(&r, "lb_rate_limit_store_fallback", "1 while a shared rate-limit store is unreachable and limits use local buckets.", &["store"]),
+            faults: counter(&r, "lb_faults_injected_total", "Faults injected by kind (delay, abort).", &["route", "kind"]),
             build_info: gauge(&r, "lb_build_info", "Always 1; labels carry the version.", &["version"]),
             start_time,
             codes: (0..600).map(|c: u16| c.to_string()).collect(),
@@ -180,6 +194,87 @@ impl Metrics {
     /// Create the counters of route `route` at zero.
     pub fn init_route(&self, route: &str) {
         self.rate_limited.with_label_values(&[route]);
+    }
+
+    /// Create the counters of a route's traffic policies at zero.
+    pub fn init_policies(
+        &self,
+        route: &str,
+        shadow_group: Option<&str>,
+        canary: Option<(&str, u32)>,
+        faults: bool,
+    ) {
+        if let Some(group) = shadow_group {
+            for result in ["ok", "error", "timeout", "failed", "dropped", "skipped"] {
+                self.shadow_requests
+                    .with_label_values(&[route, group, result]);
+            }
+            self.shadow_mismatch.with_label_values(&[route]);
+        }
+        if let Some((group, weight)) = canary {
+            self.canary_weight
+                .with_label_values(&[route, group])
+                .set(weight as i64);
+            self.canary_rollbacks.with_label_values(&[route]);
+        }
+        if faults {
+            for kind in ["delay", "abort"] {
+                self.faults.with_label_values(&[route, kind]);
+            }
+        }
+    }
+
+    /// Create a shared store's series (in fallback until it connects).
+    pub fn init_store(&self, store: &str) {
+        self.store_errors.with_label_values(&[store]);
+        self.store_fallback.with_label_values(&[store]).set(1);
+    }
+
+    /// Count a failed store call.
+    pub fn rate_limit_store_error(&self, store: &str) {
+        self.store_errors.with_label_values(&[store]).inc();
+    }
+
+    /// Whether a store is in fallback.
+    pub fn rate_limit_store_fallback(&self, store: &str, on: bool) {
+        self.store_fallback
+            .with_label_values(&[store])
+            .set(on as i64);
+    }
+
+    /// Count a shadow copy by result.
+    pub fn shadow(&self, route: &str, group: &str, result: &str) {
+        if self.enabled {
+            self.shadow_requests
+                .with_label_values(&[route, group, result])
+                .inc();
+        }
+    }
+
+    /// Count a shadow answer whose status differed from the primary's.
+    pub fn shadow_mismatch(&self, route: &str) {
+        if self.enabled {
+            self.shadow_mismatch.with_label_values(&[route]).inc();
+        }
+    }
+
+    /// Set a canary's weight.
+    pub fn canary_weight(&self, route: &str, group: &str, weight: u32) {
+        self.canary_weight
+            .with_label_values(&[route, group])
+            .set(weight as i64);
+    }
+
+    /// Count a canary rollback.
+    pub fn canary_rollback(&self, route: &str) {
+        self.canary_rollbacks.with_label_values(&[route]).inc();
+    }
+
+    /// Count an injected fault of `kind` (`delay` or `abort`).
+    pub fn fault(&self, route: &str, kind: &str) {
+        if self.enabled {
+            self.faults.with_label_values(&[route, kind]).inc();
+        }
     }
 
     /// Create the counters of a backend at zero when it joins a group.
@@ -293,7 +388,9 @@ impl Metrics {
                 .set(limiter.tracked_keys() as i64);
         }
         let now = std::time::Instant::now();
-        // Drop series of backends that left, then set the current ones.
+        // Drop series of backends (and groups) that left, then set the current ones.
+        self.backends_alive.reset();
+        self.group_failing_open.reset();
         self.backend_up.reset();
         self.backend_inflight.reset();
         self.backend_ewma.reset();
@@ -342,7 +439,7 @@ impl Metrics {
     /// The names of every metric family registered (also those with no sample yet).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 20] = [
+        let collectors: [&dyn Collector; 27] = [
             &self.requests,
             &self.duration,
             &self.upstream_errors,
@@ -361,6 +458,13 @@ impl Metrics {
             &self.backend_probe,
             &self.group_failing_open,
             &self.config_loads,
+            &self.shadow_requests,
+            &self.shadow_mismatch,
+            &self.canary_weight,
+            &self.canary_rollbacks,
+            &self.faults,
+            &self.store_errors,
+            &self.store_fallback,
             &self.build_info,
             &self.start_time,
         ];

@@ -14,7 +14,7 @@ pub struct Router {
 }
 
 /// The route a request matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Matched<'a> {
     /// Index of the route, or `None` for the default route.
     pub index: Option<usize>,
@@ -166,6 +166,8 @@ mod tests {
             strip_prefix: false,
             action: RouteAction::Forward(group),
             rate_limit: None,
+            mirror: None,
+            fault: None,
         }
     }
 
@@ -187,6 +189,8 @@ mod tests {
                     strip_prefix: false,
                     action: RouteAction::StatusPage,
                     rate_limit: None,
+                    mirror: None,
+                    fault: None,
                 },
             ],
             None,

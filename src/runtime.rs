@@ -16,9 +16,12 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::config::{Config, RouteAction};
+use crate::config::{Config, Route, RouteAction};
+use crate::edge::rate_limit::redis::RedisStore;
 use crate::edge::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
+use crate::policy::mirror::Mirror;
+use crate::policy::split::Split;
 use crate::routing::{self, Router};
 use crate::selection::stats::StatsRegistry;
 use crate::target_group::TargetGroup;
@@ -28,6 +31,21 @@ pub struct RouteRuntime {
     /// The route's name (metrics label, logs).
     pub name: Arc<str>,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// A weighted split (with its canary), when the route forwards to several groups.
+    pub split: Option<Arc<Split>>,
+    /// Shadow traffic.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+impl RouteRuntime {
+    fn plain(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            limiter: None,
+            split: None,
+            mirror: None,
+        }
+    }
 }
 
 /// Everything a request needs, as of one configuration.
@@ -61,11 +79,16 @@ impl Snapshot {
     }
 }
 
+/// Shared rate-limit stores by URL (kept across reloads: connections and fallback state).
+type Stores = Mutex<HashMap<String, Arc<RedisStore>>>;
+
 /// The current snapshot and what outlives snapshots.
 pub struct Runtime {
     current: ArcSwap<Snapshot>,
     /// Stats of each group, by name; a group rebuilt by a reload keeps its registry.
     registries: Mutex<HashMap<String, Arc<StatsRegistry>>>,
+    /// Shared rate-limit stores, by URL.
+    stores: Stores,
     pub metrics: Arc<Metrics>,
 }
 
@@ -73,10 +96,12 @@ impl Runtime {
     /// A runtime whose first snapshot is `config` (after its first discovery).
     pub async fn start(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Runtime>> {
         let registries = Mutex::new(HashMap::new());
-        let snapshot = build_snapshot(config, None, 0, &registries, &metrics).await?;
+        let stores = Stores::default();
+        let snapshot = build_snapshot(config, None, 0, &registries, &stores, &metrics).await?;
         let runtime = Runtime {
             current: ArcSwap::from_pointee(snapshot),
             registries,
+            stores,
             metrics,
         };
         runtime.init_metrics();
@@ -109,6 +134,7 @@ impl Runtime {
             previous,
             generation,
             &self.registries,
+            &self.stores,
             &self.metrics,
         )
         .await
@@ -121,6 +147,24 @@ impl Runtime {
             .retain(|name, _| snapshot.group(name).is_some());
     }
 
+    /// Connect (or check again) the shared rate-limit stores; never blocks the caller.
+    pub fn maintain_stores(&self, now: std::time::Instant) {
+        for store in self.stores.lock().values() {
+            let store = store.clone();
+            tokio::spawn(async move { store.maintain(now).await });
+        }
+    }
+
+    /// Advance every canary rollout at `now`.
+    pub fn advance_policies(&self, now: std::time::Instant) {
+        let s = self.snapshot();
+        for r in &s.routes {
+            if let Some(split) = &r.split {
+                crate::policy::advance_canary(&r.name, split, &self.metrics, now);
+            }
+        }
+    }
+
     /// Create every counter at zero for the groups, routes and backends now known.
     fn init_metrics(&self) {
         let s = self.snapshot();
@@ -128,8 +172,16 @@ impl Runtime {
             self.metrics
                 .init_group(&g.config.name, g.config.ec2.is_some());
         }
-        for r in &s.routes {
+        for (r, rc) in s.routes.iter().zip(&s.config.routes) {
             self.metrics.init_route(&r.name);
+            let canary = r.split.as_ref().and_then(|sp| {
+                sp.canary
+                    .as_ref()
+                    .map(|c| (c.canary_name.as_str(), c.weight()))
+            });
+            let shadow = r.mirror.as_ref().map(|m| m.settings.group_name.as_str());
+            self.metrics
+                .init_policies(&r.name, shadow, canary, rc.fault.is_some());
         }
         if matches!(s.config.default_action, Some(RouteAction::Forward(_))) {
             self.metrics.init_route(routing::DEFAULT_ROUTE_NAME);
@@ -143,6 +195,7 @@ async fn build_snapshot(
     previous: Option<&Snapshot>,
     generation: u64,
     registries: &Mutex<HashMap<String, Arc<StatsRegistry>>>,
+    stores: &Stores,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Snapshot> {
     let mut groups = Vec::with_capacity(config.target_groups.len());
@@ -173,18 +226,7 @@ async fn build_snapshot(
     let routes = config
         .routes
         .iter()
-        .map(|r| RouteRuntime {
-            name: Arc::from(r.name.as_str()),
-            limiter: r.rate_limit.map(|settings| {
-                previous
-                    .and_then(|p| {
-                        let old = p.config.routes.iter().position(|o| o.name == r.name)?;
-                        let same = p.config.routes[old].rate_limit == Some(settings);
-                        same.then(|| p.routes[old].limiter.clone()).flatten()
-                    })
-                    .unwrap_or_else(|| Arc::new(RateLimiter::new(settings)))
-            }),
-        })
+        .map(|r| route_runtime(r, previous, &groups, stores, metrics))
         .collect();
     let via = config
         .proxy
@@ -194,13 +236,63 @@ async fn build_snapshot(
     Ok(Snapshot {
         router: Router::new(config.routes.clone(), config.default_action.clone()),
         routes,
-        default_route: RouteRuntime {
-            name: Arc::from(routing::DEFAULT_ROUTE_NAME),
-            limiter: None,
-        },
+        default_route: RouteRuntime::plain(routing::DEFAULT_ROUTE_NAME),
         groups,
         via,
         generation,
         config,
     })
+}
+
+/// The run-time state of route `r`. What a reload must not forget is taken from the route of
+/// the same name in `previous` when its settings are unchanged: the rate-limit buckets, the
+/// split's weights and canary progress, the shadow queue and its workers.
+fn route_runtime(
+    r: &Route,
+    previous: Option<&Snapshot>,
+    groups: &[Arc<TargetGroup>],
+    stores: &Stores,
+    metrics: &Arc<Metrics>,
+) -> RouteRuntime {
+    let old = previous.and_then(|p| {
+        let i = p.config.routes.iter().position(|o| o.name == r.name)?;
+        Some((&p.config.routes[i], &p.routes[i]))
+    });
+    let name: Arc<str> = Arc::from(r.name.as_str());
+    let limiter = r.rate_limit.as_ref().map(|settings| {
+        old.filter(|(o, _)| o.rate_limit.as_ref() == Some(settings))
+            .and_then(|(_, rt)| rt.limiter.clone())
+            .unwrap_or_else(|| {
+                let store = settings.store.as_ref().map(|s| {
+                    stores
+                        .lock()
+                        .entry(s.url.clone())
+                        .or_insert_with(|| Arc::new(RedisStore::new(s.clone(), metrics.clone())))
+                        .clone()
+                });
+                Arc::new(RateLimiter::new(settings.clone(), &r.name, store))
+            })
+    });
+    let split = match &r.action {
+        RouteAction::Split(settings) => Some(
+            old.and_then(|(_, rt)| rt.split.clone())
+                .filter(|s| s.settings.same_as(settings))
+                .unwrap_or_else(|| Arc::new(Split::new(settings.clone(), name.clone()))),
+        ),
+        _ => None,
+    };
+    let mirror = r.mirror.as_ref().map(|m| {
+        let group = groups[m.group].clone();
+        old.and_then(|(_, rt)| rt.mirror.clone())
+            .filter(|o| o.settings.same_as(m) && o.serves(&group))
+            .unwrap_or_else(|| {
+                Arc::new(Mirror::new(m.clone(), name.clone(), group, metrics.clone()))
+            })
+    });
+    RouteRuntime {
+        name,
+        limiter,
+        split,
+        mirror,
+    }
 }

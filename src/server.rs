@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -21,9 +20,10 @@ use crate::config::{Config, ListenerKind};
 use crate::demo::DemoBackends;
 use crate::edge::redirect::RedirectApp;
 use crate::edge::slow_client::GuardedApp;
-use crate::edge::tls;
+use crate::edge::tls::{self, CertStore};
 use crate::metrics::Metrics;
 use crate::proxy::Switchyard;
+use crate::reload::{Fixed, HangupWatcher, Reloader, Source};
 use crate::runtime::Runtime;
 use crate::shutdown::{Leaving, PhaseWatcher};
 use crate::upkeep::Upkeep;
@@ -37,6 +37,8 @@ pub struct Start {
     pub pingora: ServerConf,
     pub opt: Opt,
     pub demo: bool,
+    /// Where a reload reads the configuration again.
+    pub source: Source,
 }
 
 /// Check everything, take the listening sockets (from the running instance on `-u`), and
@@ -47,16 +49,28 @@ pub fn run(start: Start) -> anyhow::Result<()> {
         pingora,
         opt,
         demo,
+        source,
     } = start;
     let upgrading = opt.upgrade;
     let metrics = Metrics::new(config.admin.as_ref().is_none_or(|a| a.metrics));
     let runtime = first_discovery(config.clone(), metrics)?;
-    let tls = tls_settings(&config)?;
+    let certs = cert_stores(&config)?;
     if !upgrading {
         check_addresses_free(&config)?;
     }
     let pid_file = pingora.pid_file.clone();
     let daemon = pingora.daemon || opt.daemon;
+    let fixed = Fixed {
+        listeners: config.listeners.clone(),
+        admin: config.admin.clone(),
+        pingora: copy_of(&pingora)?,
+    };
+    let reloader = Arc::new(Reloader::new(
+        runtime.clone(),
+        source,
+        fixed,
+        certs.iter().flatten().cloned().collect(),
+    ));
     let mut server = Server::new_with_opt_and_conf(opt, pingora);
     if upgrading {
         hand_over_from_running_instance(&pid_file)?;
@@ -66,9 +80,13 @@ pub fn run(start: Start) -> anyhow::Result<()> {
     let leaving = Leaving::default();
     let watcher = PhaseWatcher::new(server.watch_execution_phase(), leaving.clone());
     server.add_service(background_service("phases", watcher));
-    add_proxy(&mut server, &config, runtime.clone(), leaving, tls);
+    add_proxy(&mut server, &config, runtime.clone(), leaving, &certs);
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        HangupWatcher(reloader.clone()),
+    ));
     if let Some(admin) = &config.admin {
-        let app = AdminApp::new(runtime.clone());
+        let app = AdminApp::new(reloader, admin.api);
         server.add_service(small_service("switchyard admin", app, &admin.address_text));
         log::info!(
             "admin (metrics, status, dashboard) on http://{}/dashboard",
@@ -113,14 +131,17 @@ fn first_discovery(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<
     })
 }
 
-/// The TLS settings of each TLS listener, by index. Certificates were checked with the
-/// configuration; self-signed ones are made (or reused) now.
-fn tls_settings(config: &Config) -> anyhow::Result<Vec<Option<TlsSettings>>> {
+/// The certificate of each TLS listener, by index: read now (a reload re-reads them);
+/// self-signed ones are made (or reused) now.
+fn cert_stores(config: &Config) -> anyhow::Result<Vec<Option<Arc<CertStore>>>> {
     config
         .listeners
         .iter()
-        .map(|l| match &l.kind {
-            ListenerKind::Tls { cert, key } => tls::listener_settings(cert, key).map(Some),
+        .enumerate()
+        .map(|(i, l)| match &l.kind {
+            ListenerKind::Tls { cert, key } => CertStore::load(cert, key)
+                .map(Some)
+                .with_context(|| format!("listeners[{i}].tls")),
             ListenerKind::SelfSignedTls => {
                 let (cert, key) = tls::self_signed()?;
                 log::warn!(
@@ -128,11 +149,17 @@ fn tls_settings(config: &Config) -> anyhow::Result<Vec<Option<TlsSettings>>> {
                     l.address_text,
                     cert.display()
                 );
-                tls::listener_settings(&cert, &key).map(Some)
+                CertStore::load(&cert, &key).map(Some)
             }
             _ => Ok(None),
         })
         .collect()
+}
+
+/// A copy of Pingora's settings (its type is not `Clone`), to compare on reload.
+fn copy_of(conf: &ServerConf) -> anyhow::Result<ServerConf> {
+    let text = serde_yaml::to_string(conf).context("copying Pingora's settings")?;
+    serde_yaml::from_str(&text).context("copying Pingora's settings")
 }
 
 /// Fail with the address and field if another process listens on one of ours.
@@ -195,7 +222,7 @@ fn add_proxy(
     config: &Config,
     runtime: Arc<Runtime>,
     leaving: Leaving,
-    mut tls: Vec<Option<TlsSettings>>,
+    certs: &[Option<Arc<CertStore>>],
 ) {
     let switchyard = Switchyard::new(runtime.clone(), leaving);
     // Pingora's proxy app, behind a deadline for request heads (slowloris).
@@ -210,7 +237,8 @@ fn add_proxy(
                 log::info!("listening for HTTP on {}", l.address_text);
             }
             ListenerKind::Tls { .. } | ListenerKind::SelfSignedTls => {
-                if let Some(settings) = tls[i].take() {
+                if let Some(store) = &certs[i] {
+                    let settings = tls::listener_settings(store.clone());
                     proxy.add_tls_with_settings(&l.address_text, None, settings);
                     log::info!("listening for HTTPS on {}", l.address_text);
                 }

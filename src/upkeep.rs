@@ -36,6 +36,8 @@ impl BackgroundService for Upkeep {
             loop {
                 tick.tick().await;
                 let now = Instant::now();
+                runtime.advance_policies(now);
+                runtime.maintain_stores(now);
                 let snapshot = runtime.snapshot();
                 for group in &snapshot.groups {
                     if group.begin_upkeep(now) {

@@ -520,3 +520,114 @@ async fn alb_up_is_idempotent_and_down_removes_it() {
         .target_groups()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_behind_an_nlb_up_twice_then_down_leaves_nothing() {
+    let moto = Moto::start().await;
+    let ec2 = moto.ec2();
+    let elb = moto.elb();
+    let ami = any_image(&ec2).await;
+    let dir = TempDir::new();
+    let conf = dir.write(
+        "node.yaml",
+        "listeners:\n  - address: 0.0.0.0:80\nadmin:\n  address: 0.0.0.0:9091\n  api: false\ntarget_groups:\n  - name: g\n    ec2:\n      region: us-east-1\n      filters: [{name: tag:Cluster, values: [Cluster1]}]\n      port: 8001\nroutes:\n  - path_prefix: /\n    target_group: g\n",
+    );
+    let conf = conf.display().to_string();
+    let launched = aws_cli(
+        &moto,
+        &[
+            "launch-nodes",
+            "--binary-url",
+            "https://example.invalid/switchyard",
+            "--config",
+            &conf,
+            "--count",
+            "2",
+            "--ami",
+            &ami,
+        ],
+    );
+    assert!(
+        launched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let nodes = running_ids(
+        &ec2,
+        vec![Filter::builder()
+            .name("tag:Role")
+            .values("switchyard-node")
+            .build()],
+    )
+    .await;
+    assert_eq!(nodes.len(), 2);
+
+    for _ in 0..2 {
+        let up = aws_cli(&moto, &["nlb", "up"]);
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        assert!(String::from_utf8_lossy(&up.stdout).contains("TCP 443: 2 node(s) registered"));
+    }
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    assert_eq!(lbs.load_balancers().len(), 1, "up twice made one NLB");
+    let nlb = &lbs.load_balancers()[0];
+    assert_eq!(nlb.r#type().map(|t| t.as_str()), Some("network"));
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(nlb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut ports: Vec<i32> = listeners
+        .listeners()
+        .iter()
+        .filter_map(|l| l.port())
+        .collect();
+    ports.sort();
+    assert_eq!(ports, vec![80, 443]);
+    let tgs = elb.describe_target_groups().send().await.unwrap();
+    assert_eq!(tgs.target_groups().len(), 2);
+    for tg in tgs.target_groups() {
+        assert_eq!(tg.protocol().map(|p| p.as_str()), Some("TCP"));
+        assert_eq!(tg.health_check_path(), Some("/status"));
+        assert_eq!(tg.health_check_port(), Some("9091"));
+        let health = elb
+            .describe_target_health()
+            .target_group_arn(tg.target_group_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let registered: HashSet<String> = health
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+            .collect();
+        assert_eq!(registered, nodes);
+    }
+
+    let down = aws_cli(&moto, &["nlb", "down"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()
+        .is_empty());
+    assert!(elb
+        .describe_target_groups()
+        .send()
+        .await
+        .unwrap()
+        .target_groups()
+        .is_empty());
+    let again = aws_cli(&moto, &["nlb", "down"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
+}

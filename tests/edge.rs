@@ -524,7 +524,9 @@ async fn the_next_request_head_on_a_kept_alive_connection_has_a_deadline_too() {
     assert!(read_json_response(&mut s).await.starts_with("HTTP/1.1 200"));
     // An idle pause longer than the header timeout is fine (the keep-alive timeout rules it).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    s.write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let took = trickle_until_closed(&mut s, b"X", Duration::from_millis(200))
         .await
         .expect("the second, trickled head was never cut off");
@@ -566,7 +568,17 @@ impl OldTlsServer {
         let dir = TempDir::new();
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         let made = std::process::Command::new(&openssl)
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-days",
+                "1",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -577,7 +589,14 @@ impl OldTlsServer {
         let port = free_port();
         let child = std::process::Command::new(&openssl)
             .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-www"])
-            .args(["-cipher", "DEFAULT@SECLEVEL=0", "-min_protocol", "TLSv1", "-max_protocol", "TLSv1.1"])
+            .args([
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                "-min_protocol",
+                "TLSv1",
+                "-max_protocol",
+                "TLSv1.1",
+            ])
             .arg("-cert")
             .arg(&cert)
             .arg("-key")
@@ -588,10 +607,17 @@ impl OldTlsServer {
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "s_server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        OldTlsServer { child, port, _dir: dir }
+        OldTlsServer {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 }
 

@@ -77,7 +77,10 @@ async fn peers_run_like_switchyard_and_leave_no_process_behind() {
         .await
         .unwrap();
     let names: Vec<&str> = result.rows.iter().map(|r| r.proxy.as_str()).collect();
-    assert!(names.contains(&"nginx round robin") && names.contains(&"haproxy leastconn"), "{names:?}");
+    assert!(
+        names.contains(&"nginx round robin") && names.contains(&"haproxy leastconn"),
+        "{names:?}"
+    );
     assert!(result.missing.is_empty(), "{:?}", result.missing);
     // Like with like: round robin everywhere sends the flaky backend a quarter of the traffic
     // (no health check or ejection pulls it out for anyone).

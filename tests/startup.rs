@@ -23,8 +23,14 @@ async fn a_second_instance_on_the_same_port_exits_at_once_naming_the_address() {
     // Same listener, another pid file, upgrade socket and admin port.
     let yaml = std::fs::read_to_string(first.conf_path())
         .unwrap()
-        .replace(&first.dir().path().display().to_string(), &dir.path().display().to_string())
-        .replace(&format!(":{}", first.admin_port), &format!(":{}", free_port()));
+        .replace(
+            &first.dir().path().display().to_string(),
+            &dir.path().display().to_string(),
+        )
+        .replace(
+            &format!(":{}", first.admin_port),
+            &format!(":{}", free_port()),
+        );
     let conf = dir.write("second.yaml", &yaml);
     let started = Instant::now();
     let out = Command::new(switchyard_bin())
@@ -38,10 +44,15 @@ async fn a_second_instance_on_the_same_port_exits_at_once_naming_the_address() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     let address = format!("127.0.0.1:{}", first.port);
     assert!(
-        stderr.contains("listeners[0].address") && stderr.contains(&address) && stderr.contains("already in use"),
+        stderr.contains("listeners[0].address")
+            && stderr.contains(&address)
+            && stderr.contains("already in use"),
         "{stderr}"
     );
-    assert!(!stderr.contains("listening for HTTP"), "claimed to listen: {stderr}");
+    assert!(
+        !stderr.contains("listening for HTTP"),
+        "claimed to listen: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(get(&client(None), &first.url("/x")).await.status, 200);
 }
@@ -55,7 +66,11 @@ async fn sigterm_stops_an_idle_instance_at_once() {
     sy.signal("-TERM");
     let status = sy.wait_exit(Duration::from_secs(5)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(!sy.log_text().contains(" ERROR "), "{}", sy.log_text());
 }
 

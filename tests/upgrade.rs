@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use support::*;
 
-async fn exit_of(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+async fn exit_of(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -48,11 +51,21 @@ async fn graceful_upgrade_under_load_loses_no_request() {
         ok + failed.len() as u64
     );
     assert!(ok > 500, "only {ok} requests");
-    assert!(old_gone.is_some(), "the old process did not exit after the upgrade");
-    assert!(new_alive, "the new process died:\n{}", old.upgrade_log_text());
+    assert!(
+        old_gone.is_some(),
+        "the old process did not exit after the upgrade"
+    );
+    assert!(
+        new_alive,
+        "the new process died:\n{}",
+        old.upgrade_log_text()
+    );
     assert_eq!(answered_after, 200, "the new process serves");
     let logs = format!("{}{}", old.log_text(), old.upgrade_log_text());
-    assert!(!logs.contains(" ERROR "), "an upgrade logs nothing at ERROR:\n{logs}");
+    assert!(
+        !logs.contains(" ERROR "),
+        "an upgrade logs nothing at ERROR:\n{logs}"
+    );
 }
 
 /// The running configuration with `edit` applied, for an upgrade that must fail.
@@ -114,7 +127,10 @@ async fn an_upgrade_that_cannot_succeed_leaves_the_old_process_serving() {
             old.upgrade_log_text()
         );
         assert!(!old.has_exited(), "{what}: the old process stopped");
-        assert!(ok > 50 && failed.is_empty(), "{what}: {ok} ok, failed {failed:?}");
+        assert!(
+            ok > 50 && failed.is_empty(),
+            "{what}: {ok} ok, failed {failed:?}"
+        );
     }
     assert_eq!(get(&client(None), &old.url("/x")).await.status, 200);
     let _ = old.wait_exit(Duration::ZERO).await;

@@ -16,8 +16,9 @@ mod server;
 pub use control::{Behaviour, BehaviourPatch};
 pub use server::{router, spawn, RunningBackend};
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Shared state of one demo backend: its name, its current behaviour and what it served.
 #[derive(Debug)]
@@ -27,6 +28,22 @@ pub struct BackendState {
     behaviour: RwLock<Behaviour>,
     requests_served: AtomicU64,
     health_checks_served: AtomicU64,
+    /// The last requests received (not health checks or control calls), newest last.
+    recent: Mutex<VecDeque<SeenRequest>>,
+}
+
+/// How many received requests a backend remembers.
+pub const RECENT_REQUESTS: usize = 256;
+
+/// A request as a backend received it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeenRequest {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body_bytes: usize,
 }
 
 impl BackendState {
@@ -38,6 +55,7 @@ impl BackendState {
             behaviour: RwLock::new(behaviour),
             requests_served: AtomicU64::new(0),
             health_checks_served: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_REQUESTS)),
         })
     }
 
@@ -65,6 +83,24 @@ impl BackendState {
     /// Requests answered on paths other than the health and control paths.
     pub fn requests_served(&self) -> u64 {
         self.requests_served.load(Ordering::Relaxed)
+    }
+
+    /// The last requests received (up to [`RECENT_REQUESTS`]), oldest first.
+    pub fn recent_requests(&self) -> Vec<SeenRequest> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn remember(&self, seen: SeenRequest) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_REQUESTS {
+            recent.pop_front();
+        }
+        recent.push_back(seen);
     }
 
     /// Health-check requests answered.

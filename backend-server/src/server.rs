@@ -155,8 +155,6 @@ async fn update_control(
 
 async fn serve_any(State(state): State<Arc<BackendState>>, req: Request) -> Response {
     let behaviour = state.behaviour();
-    tokio::time::sleep(behaviour.sample_delay()).await;
-    state.requests_served.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
     // Read the whole body, as an upload endpoint would (bounded at 64 MiB).
@@ -169,6 +167,27 @@ async fn serve_any(State(state): State<Arc<BackendState>>, req: Request) -> Resp
         }
     };
     let req = Request::from_parts(parts, axum::body::Body::empty());
+    state.remember(crate::SeenRequest {
+        method: req.method().to_string(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_bytes,
+    });
+    tokio::time::sleep(behaviour.sample_delay()).await;
+    state.requests_served.fetch_add(1, Ordering::Relaxed);
     if behaviour.roll_error() {
         let status = StatusCode::from_u16(behaviour.error_status)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,6 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus), `/status` (JSON), `/dashboard` (HTML).
-//! It runs as its own Pingora service on its own address, never on the proxy port.
+//! The admin listener: `/metrics` (Prometheus), `/status` (JSON), `/dashboard` (HTML), open
+//! to read; and the runtime API ([`api`]: reload, drain, weights, backends), which changes
+//! nothing without the bearer token ([`auth`]). It runs as its own Pingora service on its own
+//! address, never on the proxy port.
 
+pub mod api;
+pub mod auth;
 pub mod status;
 
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use http::{header, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
 
 /// The dashboard page: self-contained (no CDN), it polls `/status`.
@@ -19,13 +24,16 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 /// Serves the admin endpoints.
 pub struct AdminApp {
     runtime: Arc<Runtime>,
+    /// The runtime API, unless `admin.api: false`.
+    reloader: Option<Arc<Reloader>>,
     started: Instant,
 }
 
 impl AdminApp {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
+    pub fn new(reloader: Arc<Reloader>, api: bool) -> Self {
         Self {
-            runtime,
+            runtime: reloader.runtime.clone(),
+            reloader: api.then_some(reloader),
             started: Instant::now(),
         }
     }
@@ -64,6 +72,24 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if let Some(call) = api::parse(&req.method, req.uri.path()) {
+            let (status, body) = match (call, &self.reloader) {
+                (_, None) => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "the runtime API is off (admin.api: false)"}),
+                ),
+                (Err(answer), _) => answer,
+                (Ok(change), Some(reloader)) => api::serve(reloader, session, change).await,
+            };
+            let mut resp = reply(status, "application/json", format!("{body}\n").into_bytes());
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return resp;
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,

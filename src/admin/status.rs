@@ -6,21 +6,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, HostMatch, PathMatch, RouteAction};
+use crate::config::{HostMatch, PathMatch, RouteAction, StickyBy};
 use crate::runtime::Snapshot;
 use crate::target_group::TargetGroup;
 
-/// The route table as JSON.
-pub fn route_table(config: &Config) -> Value {
+/// The route table as JSON, with each route's traffic policies as they run now.
+pub fn route_table(snapshot: &Snapshot, now: Instant) -> Value {
+    let config = &snapshot.config;
     let action = |a: &RouteAction| match a {
         RouteAction::Forward(i) => json!({"target_group": config.target_groups[*i].name}),
+        RouteAction::Split(_) => json!({"split": true}),
         RouteAction::StatusPage => json!({"status_page": true}),
         RouteAction::Fixed { status, .. } => json!({"fixed_response": status}),
     };
     let routes: Vec<Value> = config
         .routes
         .iter()
-        .map(|r| {
+        .zip(&snapshot.routes)
+        .map(|(r, rt)| {
             let (kind, path) = match &r.path {
                 PathMatch::Any => ("any", "/".to_string()),
                 PathMatch::Exact(p) => ("exact", p.clone()),
@@ -30,7 +33,39 @@ pub fn route_table(config: &Config) -> Value {
                 HostMatch::Exact(h) => h.clone(),
                 HostMatch::Suffix(s) => format!("*{s}"),
             });
-            json!({"name": r.name, "host": host, "match": kind, "path": path, "strip_prefix": r.strip_prefix, "action": action(&r.action)})
+            let split = rt.split.as_ref().map(|sp| {
+                let weights = sp.weights();
+                let targets: Vec<Value> = sp
+                    .settings
+                    .targets
+                    .iter()
+                    .zip(&weights)
+                    .map(|(t, w)| json!({"target_group": t.name, "weight": w}))
+                    .collect();
+                json!({
+                    "targets": targets,
+                    "stickiness": sp.settings.stickiness.as_ref().map(|s| json!({
+                        "by": if s.by == StickyBy::Cookie { "cookie" } else { "client_ip" },
+                        "duration_seconds": s.duration.as_secs(),
+                    })),
+                    "canary": sp.canary.as_ref().map(|c| c.view(now)),
+                })
+            });
+            json!({
+                "name": r.name,
+                "host": host,
+                "match": kind,
+                "path": path,
+                "strip_prefix": r.strip_prefix,
+                "action": action(&r.action),
+                "split": split,
+                "mirror": r.mirror.as_ref().map(|m| json!({"target_group": m.group_name, "percent": m.percent})),
+                "fault": r.fault.as_ref().map(|f| json!({
+                    "delay_percent": f.delay.map(|d| d.0),
+                    "abort_percent": f.abort.map(|a| a.0),
+                    "header": f.header,
+                })),
+            })
         })
         .collect();
     json!({"rules": routes, "default": config.default_action.as_ref().map(action)})
@@ -46,7 +81,7 @@ pub fn status_json(snapshot: &Snapshot, uptime: Duration) -> Value {
         "uptime_seconds": uptime.as_secs(),
         "config_generation": snapshot.generation,
         "target_groups": groups,
-        "routes": route_table(&snapshot.config),
+        "routes": route_table(snapshot, now),
     })
 }
 

@@ -90,40 +90,8 @@ pub async fn up(
     lb: &elb::Client,
     spec: &AlbSpec,
 ) -> anyhow::Result<AlbInfo> {
-    let subnets = if spec.subnets.is_empty() {
-        let s = ec2
-            .describe_subnets()
-            .filters(
-                Filter::builder()
-                    .name("default-for-az")
-                    .values("true")
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(err("DescribeSubnets"))?;
-        s.subnets()
-            .iter()
-            .filter_map(|s| s.subnet_id().map(str::to_string))
-            .collect::<Vec<_>>()
-    } else {
-        spec.subnets.clone()
-    };
-    if subnets.is_empty() {
-        bail!("no subnets: the region has no default VPC subnets; pass --subnets");
-    }
-    let first = ec2
-        .describe_subnets()
-        .subnet_ids(&subnets[0])
-        .send()
-        .await
-        .map_err(err("DescribeSubnets"))?;
-    let vpc_id = first
-        .subnets()
-        .first()
-        .and_then(|s| s.vpc_id())
-        .context("subnet without VPC")?
-        .to_string();
+    let subnets = subnets_or_default(ec2, &spec.subnets).await?;
+    let vpc_id = vpc_of(ec2, &subnets[0]).await?;
 
     let alb = match find_alb(lb).await? {
         Some(existing) => existing,
@@ -276,6 +244,52 @@ pub async fn up(
         dns_name: alb.dns_name().unwrap_or_default().to_string(),
         target_groups,
     })
+}
+
+/// `given`, or the default VPC's default subnets.
+pub async fn subnets_or_default(
+    ec2: &aws_sdk_ec2::Client,
+    given: &[String],
+) -> anyhow::Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let s = ec2
+        .describe_subnets()
+        .filters(
+            Filter::builder()
+                .name("default-for-az")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(err("DescribeSubnets"))?;
+    let subnets: Vec<String> = s
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_string))
+        .collect();
+    if subnets.is_empty() {
+        bail!("no subnets: the region has no default VPC subnets; pass --subnets");
+    }
+    Ok(subnets)
+}
+
+/// The VPC of `subnet`.
+pub async fn vpc_of(ec2: &aws_sdk_ec2::Client, subnet: &str) -> anyhow::Result<String> {
+    let first = ec2
+        .describe_subnets()
+        .subnet_ids(subnet)
+        .send()
+        .await
+        .map_err(err("DescribeSubnets"))?;
+    Ok(first
+        .subnets()
+        .first()
+        .and_then(|s| s.vpc_id())
+        .context("subnet without VPC")?
+        .to_string())
 }
 
 async fn running_instances(

@@ -4,6 +4,8 @@ use clap::{Args, Subcommand};
 
 use super::alb::{self, AlbSpec};
 use super::instances::{self, LaunchSpec};
+use super::nlb::{self, NlbSpec};
+use super::nodes::{self, NodeSpec};
 use super::{sdk_config, AwsTarget};
 
 /// Options shared by every AWS command.
@@ -27,8 +29,10 @@ pub struct AwsArgs {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum AwsCommand {
-    /// Launch demo instances for a cluster (security group and user data included).
+    /// Launch demo backend instances for a cluster (security group and user data included).
     Launch(LaunchSpec),
+    /// Launch Switchyard nodes: the binary from a URL, the given configuration, systemd.
+    LaunchNodes(NodeSpec),
     /// List the project's instances.
     List,
     /// Terminate every instance tagged Project=switchyard, and nothing else.
@@ -41,6 +45,32 @@ pub enum AwsCommand {
     Alb {
         #[command(subcommand)]
         action: AlbAction,
+    },
+    /// Network Load Balancer in front of the Switchyard nodes (high availability).
+    Nlb {
+        #[command(subcommand)]
+        action: NlbAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum NlbAction {
+    /// Create (or complete) the NLB: TCP listeners, one target group per port with every
+    /// running node registered, health checks on the nodes' admin status page.
+    Up {
+        #[arg(long, value_delimiter = ',')]
+        subnets: Vec<String>,
+        /// TCP ports passed through to the nodes.
+        #[arg(long, value_delimiter = ',', default_value = "80,443")]
+        ports: Vec<u16>,
+        /// The nodes' admin port (health checks read `/status` there).
+        #[arg(long, default_value_t = 9091)]
+        admin_port: u16,
+    },
+    /// Remove what `up` created.
+    Down {
+        #[arg(long, value_delimiter = ',', default_value = "80,443")]
+        ports: Vec<u16>,
     },
 }
 
@@ -85,6 +115,10 @@ pub async fn run(args: AwsArgs) -> anyhow::Result<()> {
                 ids.join(" ")
             );
         }
+        AwsCommand::LaunchNodes(spec) => {
+            let ids = nodes::launch_nodes(&ec2, &spec).await?;
+            println!("launched {} node(s): {}", ids.len(), ids.join(" "));
+        }
         AwsCommand::List => print!("{}", instances::table(&instances::list(&ec2).await?)),
         AwsCommand::KillSwitch { yes } => {
             let ids = instances::kill_switch(&ec2, yes).await?;
@@ -118,12 +152,47 @@ pub async fn run(args: AwsArgs) -> anyhow::Result<()> {
                     println!("{}", info.dns_name);
                 }
                 AlbAction::Down { clusters } => {
-                    for r in alb::down(&lb, &clusters).await? {
-                        println!("removed {r}");
+                    print_removed(&alb::down(&lb, &clusters).await?, alb::ALB_NAME);
+                }
+            }
+        }
+        AwsCommand::Nlb { action } => {
+            let lb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+            match action {
+                NlbAction::Up {
+                    subnets,
+                    ports,
+                    admin_port,
+                } => {
+                    let info = nlb::up(
+                        &ec2,
+                        &lb,
+                        &NlbSpec {
+                            subnets,
+                            ports,
+                            admin_port,
+                        },
+                    )
+                    .await?;
+                    for (port, _, n) in &info.target_groups {
+                        println!("TCP {port}: {n} node(s) registered");
                     }
+                    println!("{}", info.dns_name);
+                }
+                NlbAction::Down { ports } => {
+                    print_removed(&nlb::down(&lb, &ports).await?, nlb::NLB_NAME);
                 }
             }
         }
     }
     Ok(())
+}
+
+fn print_removed(removed: &[String], what: &str) {
+    if removed.is_empty() {
+        println!("nothing to remove: no {what} and none of its target groups exist");
+    }
+    for r in removed {
+        println!("removed {r}");
+    }
 }

@@ -44,8 +44,9 @@ pub struct LaunchSpec {
     /// Subnet (default: the default VPC's).
     #[arg(long)]
     pub subnet_id: Option<String>,
-    /// URL the instances download the `backend-server` binary from (default: a small
-    /// Python stand-in answering the same paths).
+    /// URL the instances download the demo backend (`backend-server`, built with `cargo
+    /// build --release -p backend-server`) from. Without it, a Python stand-in answering the
+    /// same paths (`/health` and JSON naming the instance) runs instead.
     #[arg(long)]
     pub backend_url: Option<String>,
 }
@@ -61,7 +62,7 @@ pub struct InstanceInfo {
     pub public_ip: Option<String>,
 }
 
-fn tag(key: &str, value: &str) -> Tag {
+pub(super) fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }
 
@@ -102,7 +103,7 @@ nohup python3 /usr/local/bin/backend-server.py >/var/log/backend-server.log 2>&1
 }
 
 /// The default VPC's id and CIDR.
-async fn default_vpc(ec2: &Client) -> anyhow::Result<(String, String)> {
+pub(super) async fn default_vpc(ec2: &Client) -> anyhow::Result<(String, String)> {
     let vpcs = ec2
         .describe_vpcs()
         .filters(Filter::builder().name("is-default").values("true").build())
@@ -128,14 +129,31 @@ pub async fn ensure_security_group(
     app_cidr: &str,
     ssh_cidr: Option<&str>,
 ) -> anyhow::Result<String> {
+    let mut rules = vec![(app_port, app_cidr.to_string())];
+    if let Some(ssh) = ssh_cidr {
+        rules.push((22, ssh.to_string()));
+    }
+    ensure_group(
+        ec2,
+        vpc_id,
+        SECURITY_GROUP_NAME,
+        "Switchyard demo backends",
+        &rules,
+    )
+    .await
+}
+
+/// Create security group `name` in `vpc_id` with TCP `rules` (port, CIDR), or reuse it.
+pub async fn ensure_group(
+    ec2: &Client,
+    vpc_id: &str,
+    name: &str,
+    description: &str,
+    rules: &[(u16, String)],
+) -> anyhow::Result<String> {
     let existing = ec2
         .describe_security_groups()
-        .filters(
-            Filter::builder()
-                .name("group-name")
-                .values(SECURITY_GROUP_NAME)
-                .build(),
-        )
+        .filters(Filter::builder().name("group-name").values(name).build())
         .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
         .send()
         .await
@@ -149,8 +167,8 @@ pub async fn ensure_security_group(
     }
     let created = ec2
         .create_security_group()
-        .group_name(SECURITY_GROUP_NAME)
-        .description("Switchyard demo backends")
+        .group_name(name)
+        .description(description)
         .vpc_id(vpc_id)
         .tag_specifications(
             TagSpecification::builder()
@@ -165,20 +183,16 @@ pub async fn ensure_security_group(
         .group_id()
         .context("CreateSecurityGroup returned no id")?
         .to_string();
-    let rule = |port: u16, cidr: &str| {
-        IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(port as i32)
-            .to_port(port as i32)
-            .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
-            .build()
-    };
-    let mut ingress = ec2
-        .authorize_security_group_ingress()
-        .group_id(&id)
-        .ip_permissions(rule(app_port, app_cidr));
-    if let Some(ssh) = ssh_cidr {
-        ingress = ingress.ip_permissions(rule(22, ssh));
+    let mut ingress = ec2.authorize_security_group_ingress().group_id(&id);
+    for (port, cidr) in rules {
+        ingress = ingress.ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(*port as i32)
+                .to_port(*port as i32)
+                .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+                .build(),
+        );
     }
     ingress
         .send()
@@ -188,7 +202,7 @@ pub async fn ensure_security_group(
 }
 
 /// The newest Amazon Linux 2023 x86_64 image.
-async fn latest_amazon_linux(ec2: &Client) -> anyhow::Result<String> {
+pub(super) async fn latest_amazon_linux(ec2: &Client) -> anyhow::Result<String> {
     let images = ec2
         .describe_images()
         .owners("amazon")
@@ -307,11 +321,14 @@ pub async fn list(ec2: &Client) -> anyhow::Result<Vec<InstanceInfo>> {
             page.map_err(|e| anyhow::anyhow!("DescribeInstances: {}", describe_error(&e)))?;
         for r in page.reservations() {
             for i in r.instances() {
-                let cluster = i
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some(CLUSTER_TAG_KEY))
-                    .and_then(|t| t.value())
+                let tag_value = |key: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                };
+                let cluster = tag_value(CLUSTER_TAG_KEY)
+                    .or(tag_value(super::ROLE_TAG_KEY))
                     .unwrap_or("-");
                 out.push(InstanceInfo {
                     id: i.instance_id().unwrap_or_default().to_string(),

@@ -7,6 +7,8 @@
 pub mod alb;
 pub mod cli;
 pub mod instances;
+pub mod nlb;
+pub mod nodes;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -16,6 +18,10 @@ pub const PROJECT_TAG_KEY: &str = "Project";
 pub const PROJECT_TAG_VALUE: &str = "switchyard";
 /// Tag naming an instance's cluster.
 pub const CLUSTER_TAG_KEY: &str = "Cluster";
+/// Tag naming what an instance is for.
+pub const ROLE_TAG_KEY: &str = "Role";
+/// [`ROLE_TAG_KEY`] of Switchyard nodes (the load balancers themselves).
+pub const NODE_ROLE: &str = "switchyard-node";
 
 /// Where and as whom to call AWS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::policy_file::*;
+
 /// Pingora's `ServerConf` keys, read by Pingora itself from the same file. Pingora ignores
 /// unknown keys, so a typo there would pass silently: every top-level key must be one of these
 /// or one of [`SWITCHYARD_KEYS`].
@@ -92,6 +94,11 @@ pub struct AdminFile {
     pub address: Option<String>,
     /// Record per-request metrics (default true).
     pub metrics: Option<bool>,
+    /// The runtime API (reload, drain, weights, backends) on the admin listener (default
+    /// true; it needs `token_file` to accept any change).
+    pub api: Option<bool>,
+    /// A file holding the bearer token that every change through the runtime API must carry.
+    pub token_file: Option<String>,
 }
 
 /// One listening socket.
@@ -383,6 +390,17 @@ pub struct RouteFile {
     pub fixed_response: Option<FixedResponseFile>,
     /// Token-bucket rate limit for this route.
     pub rate_limit: Option<RateLimitFile>,
+    /// Split requests over several target groups by weight (instead of `target_group`).
+    pub forward: Option<Vec<ForwardFile>>,
+    /// With `forward`: keep each client on the group it was given.
+    pub stickiness: Option<StickinessFile>,
+    /// With a two-group `forward`: shift weight to the canary step by step while it is as
+    /// healthy as the baseline; roll back at once when it is not.
+    pub canary: Option<CanaryFile>,
+    /// Copy a share of the requests to another group (shadow traffic).
+    pub mirror: Option<MirrorFile>,
+    /// Inject delays and errors (chaos testing).
+    pub fault: Option<FaultFile>,
 }
 
 /// A route's rate limit.
@@ -397,6 +415,13 @@ pub struct RateLimitFile {
     pub key: Option<RateKeyFile>,
     /// Bound on client buckets kept in memory (default 100000).
     pub max_keys: Option<usize>,
+    /// Share the buckets with every node using this store: `redis://host:port/db`.
+    pub store: Option<String>,
+    /// Longest wait for the store on the request path (default 50ms); then local buckets.
+    #[serde(default, with = "humantime_serde")]
+    pub store_timeout: Option<Duration>,
+    /// Nodes sharing the limit (default 1): each node's fallback gets `rate / expected_nodes`.
+    pub expected_nodes: Option<u32>,
 }
 
 /// What a rate limit is keyed by.

@@ -7,6 +7,8 @@ pub mod error;
 pub mod file;
 pub mod lines;
 pub mod model;
+pub mod policy;
+pub mod policy_file;
 mod read;
 pub mod validate;
 

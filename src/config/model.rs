@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::policy::*;
 use crate::edge::rate_limit::RateLimitSettings;
 use crate::edge::shed::ShedSettings;
 use crate::selection::StrategyKind;
@@ -28,6 +29,10 @@ pub struct AdminSettings {
     pub address_text: String,
     /// Record per-request metrics.
     pub metrics: bool,
+    /// Whether the runtime API is served.
+    pub api: bool,
+    /// The bearer-token file that unlocks the runtime API's changes.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A listener.
@@ -280,6 +285,10 @@ pub struct Route {
     pub strip_prefix: bool,
     pub action: RouteAction,
     pub rate_limit: Option<RateLimitSettings>,
+    /// Shadow traffic.
+    pub mirror: Option<MirrorSettings>,
+    /// Fault injection.
+    pub fault: Option<FaultSettings>,
 }
 
 /// Host matching.
@@ -291,10 +300,12 @@ pub enum HostMatch {
 }
 
 /// What a route does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
     /// Proxy to the target group at this index of `Config::target_groups`.
     Forward(usize),
+    /// Proxy to one of several groups, by weight.
+    Split(SplitSettings),
     /// Answer with the load balancer's own health.
     StatusPage,
     /// Answer with a fixed response.

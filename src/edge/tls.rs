@@ -1,10 +1,16 @@
 //! TLS termination: certificate checks before start, Pingora's rustls listener settings
-//! (TLS 1.2 and 1.3 only, HTTP/2 by ALPN), and self-signed certificates for development.
+//! (TLS 1.2 and 1.3 only, HTTP/2 by ALPN) with certificates a reload can replace, and
+//! self-signed certificates for development.
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_rustls::sign::CertifiedKey;
+use pingora_rustls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
 /// Check that `cert` and `key` are readable PEM files holding at least one certificate and a
 /// private key. Pingora would panic at start on a bad file; we refuse the configuration.
@@ -38,13 +44,68 @@ pub fn check_pem_files(cert: &Path, key: &Path) -> Result<(), (&'static str, Str
 }
 
 /// Pingora TLS settings for a listener: TLS 1.2/1.3 with rustls' default (modern, AEAD-only)
-/// cipher suites, and HTTP/2 offered by ALPN next to HTTP/1.1.
-pub fn listener_settings(cert: &Path, key: &Path) -> anyhow::Result<TlsSettings> {
-    let (cert, key) = (path_str(cert)?, path_str(key)?);
+/// cipher suites, HTTP/2 offered by ALPN next to HTTP/1.1, and the certificate served from
+/// `store` (so a reload can swap it without a restart).
+pub fn listener_settings(store: Arc<CertStore>) -> TlsSettings {
+    // With a resolver, Pingora reads no files: the paths stay empty.
     let mut settings =
-        TlsSettings::intermediate(cert, key).with_context(|| format!("TLS settings for {cert}"))?;
+        TlsSettings::intermediate("", "").expect("TLS settings without files cannot fail");
+    settings.set_cert_resolver(store);
     settings.enable_h2();
-    Ok(settings)
+    settings
+}
+
+/// The certificate of a TLS listener, read from its PEM files and replaceable at run time:
+/// a reload re-reads the files (a renewed certificate is served to new connections at once).
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl CertStore {
+    /// Read `cert` and `key` (checked PEM files).
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<CertStore>> {
+        Ok(Arc::new(CertStore {
+            current: ArcSwap::from_pointee(certified_key(cert, key)?),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }))
+    }
+
+    /// The files this store reads.
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.cert, &self.key)
+    }
+
+    /// Read the files again; on any error the current certificate stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = certified_key(&self.cert, &self.key)?;
+        self.current.store(Arc::new(fresh));
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    check_pem_files(cert, key).map_err(|(_, m)| anyhow::anyhow!(m))?;
+    let (certs, key_der) =
+        pingora_rustls::load_certs_and_key_files(path_str(cert)?, path_str(key)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .context("no certificate or no private key")?;
+    pingora_rustls::install_default_crypto_provider();
+    let provider = CryptoProvider::get_default().context("no TLS crypto provider installed")?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| anyhow::anyhow!("{}: unusable private key: {e}", key.display()))?;
+    Ok(CertifiedKey::new(certs, signing_key))
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {

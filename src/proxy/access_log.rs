@@ -24,9 +24,13 @@ pub fn log(session: &Session, ctx: &RequestCtx, status: u16, e: Option<&Error>) 
     let error = e
         .map(|e| format!(" error=\"{}\"", e.etype().as_str()))
         .unwrap_or_default();
+    let fault = ctx
+        .fault
+        .map(|f| format!(" fault=\"{}\"", f.describe()))
+        .unwrap_or_default();
     log::info!(
         target: "switchyard::access",
-        "{client} \"{} {}\" {status} route={} group={group} backend={backend} attempts={} duration_ms={:.2}{error}",
+        "{client} \"{} {}\" {status} route={} group={group} backend={backend} attempts={} duration_ms={:.2}{error}{fault}",
         req.method,
         req.uri,
         ctx.route_name.as_deref().unwrap_or("-"),

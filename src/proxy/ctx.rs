@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::attempt::Attempt;
+use crate::policy::fault::Injected;
+use crate::policy::split::{Choice, Split};
 use crate::runtime::Snapshot;
 use crate::selection::stats::BackendStats;
 use crate::selection::SelectionKey;
@@ -43,6 +45,10 @@ pub struct RequestCtx {
     pub body: BodyProgress,
     /// Counts this request as being served until it ends (for a prompt shutdown).
     pub serving: Option<Serving>,
+    /// The split this request went through, and the group it was given.
+    pub split: Option<(Arc<Split>, Choice)>,
+    /// Faults injected into this request.
+    pub fault: Option<Injected>,
 }
 
 /// How much of the request body arrived, and since when.
@@ -71,6 +77,8 @@ impl RequestCtx {
             slot: None,
             body: BodyProgress::default(),
             serving: None,
+            split: None,
+            fault: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod ctx;
 pub mod forwarding;
 pub mod outcome;
+pub mod policies;
 pub mod respond;
 
 use std::sync::Arc;
@@ -172,7 +173,7 @@ impl ProxyHttp for Switchyard {
         ctx.route_name = Some(route.name.clone());
         ctx.strip_prefix = matched.strip_prefix.map(Arc::from);
         if let Some(limiter) = &route.limiter {
-            if let Err(wait) = limiter.check(ctx.client_ip, Instant::now()) {
+            if let Err(wait) = limiter.check(ctx.client_ip, Instant::now()).await {
                 self.runtime.metrics.rate_limited(&route.name);
                 let secs = rate_limit::retry_after_secs(wait);
                 return self
@@ -180,27 +181,45 @@ impl ProxyHttp for Switchyard {
                     .await;
             }
         }
-        match matched.action {
-            RouteAction::Forward(g) => {
-                let group = snapshot.groups[*g].clone();
+        let action = matched.action;
+        if let Some(route_config) = matched.index.map(|i| &snapshot.config.routes[i]) {
+            if let Some(injected) =
+                policies::faults(route_config, route, session, &self.runtime.metrics)
+            {
+                ctx.fault = Some(injected);
+                if let Some(delay) = injected.delay {
+                    tokio::time::sleep(delay).await;
+                }
+                if let Some(status) = injected.abort {
+                    return self
+                        .refuse(session, ctx, status, "fault injected", None)
+                        .await;
+                }
+            }
+        }
+        match action {
+            RouteAction::Forward(_) | RouteAction::Split(_) => {
+                let group = policies::target_group(&snapshot, action, route, session, ctx)
+                    .ok_or_else(|| {
+                        Error::explain(ErrorType::InternalError, "route without its group")
+                    })?;
                 ctx.key = group.selector().request_key(&KeyInput {
                     request: session.req_header(),
                     client_ip: ctx.client_ip,
                     settings: &group.config,
                 });
+                ctx.group = Some(group.clone());
                 if let Some(admission) = &group.admission {
                     match admission.admit().await {
                         Ok(slot) => ctx.slot = Some(slot),
                         Err(_) => {
                             self.runtime.metrics.shed(&group.config.name);
-                            ctx.group = Some(group);
                             return self
                                 .refuse(session, ctx, 503, "overloaded: try again shortly", Some(1))
                                 .await;
                         }
                     }
                 }
-                ctx.group = Some(group);
                 Ok(false)
             }
             RouteAction::StatusPage => {
@@ -398,10 +417,25 @@ impl ProxyHttp for Switchyard {
         let (Some(group), Some(backend)) = (&ctx.group, ctx.backend_addr()) else {
             return Ok(());
         };
+        if let Some((split, choice)) = &ctx.split {
+            if let Some(cookie) = split.cookie(*choice) {
+                resp.append_header("set-cookie", cookie)?;
+            }
+        }
         if settings.decision_headers {
             resp.insert_header(BACKEND_HEADER, backend.to_string())?;
             if let Some(inputs) = ctx.attempt.as_ref().and_then(|a| a.inputs) {
-                let mut why = group.selector().explain(&inputs);
+                let mut why = String::new();
+                if let Some((split, choice)) = &ctx.split {
+                    let weights = split.weights();
+                    why.push_str(&format!(
+                        "target_group={} (split weight {} of {}); ",
+                        group.config.name,
+                        weights[choice.position],
+                        weights.iter().sum::<u32>()
+                    ));
+                }
+                why.push_str(&group.selector().explain(&inputs));
                 if ctx.attempts() > 1 {
                     why.push_str(&format!("; attempts={}", ctx.attempts()));
                 }
@@ -481,6 +515,7 @@ impl ProxyHttp for Switchyard {
             .map(|r| r.status.as_u16())
             .or(ctx.local_status)
             .unwrap_or(CLIENT_CLOSED);
+        let elapsed = ctx.started.elapsed();
         if self.runtime.metrics.enabled() {
             let group = ctx
                 .group
@@ -489,13 +524,13 @@ impl ProxyHttp for Switchyard {
                 .unwrap_or("");
             let backend = ctx.backend.as_ref().map(|b| b.label()).unwrap_or("");
             let route = ctx.route_name.as_deref().unwrap_or("");
-            self.runtime.metrics.observe_request(
-                route,
-                group,
-                backend,
-                status,
-                ctx.started.elapsed(),
-            );
+            self.runtime
+                .metrics
+                .observe_request(route, group, backend, status, elapsed);
+        }
+        policies::measure(ctx, status, elapsed);
+        if let Some(snapshot) = ctx.snapshot.clone() {
+            policies::mirror(session, ctx, &snapshot, status);
         }
         let access_log = ctx
             .snapshot

@@ -102,4 +102,15 @@ impl TargetGroup {
         }
         out
     }
+
+    /// Undo every run-time change (a reload: the file wins); returns what was undone.
+    pub fn reset_to_configuration(&self) -> Vec<Drift> {
+        let undone = self.drift();
+        *self.overrides.lock() = Default::default();
+        for s in self.registry.all() {
+            s.set_drained(false);
+        }
+        self.reconcile(Instant::now());
+        undone
+    }
 }

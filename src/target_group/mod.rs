@@ -45,6 +45,9 @@ pub struct TargetGroup {
     probe: Option<ProbeCheck>,
     /// Current members (draining ones included), each with its stats attached.
     members: ArcSwap<Vec<Backend>>,
+    /// Whether this group has yet to build its selector (a group taking over the membership
+    /// of the one it replaces builds it even when the member set did not change).
+    unbuilt: AtomicBool,
     membership: Mutex<Membership>,
     overrides: Mutex<Overrides>,
     failing_open: AtomicBool,
@@ -169,6 +172,7 @@ impl TargetGroup {
             discovery,
             probe,
             members: ArcSwap::from_pointee(Vec::new()),
+            unbuilt: AtomicBool::new(true),
             membership: Mutex::new(membership),
             overrides: Mutex::new(Overrides::default()),
             failing_open: AtomicBool::new(false),
@@ -350,7 +354,7 @@ impl TargetGroup {
             now,
         );
         self.log_changes(&changes, membership.current.len());
-        if changed {
+        if changed | self.unbuilt.swap(false, Relaxed) {
             let set: BTreeSet<Backend> = membership
                 .current
                 .iter()

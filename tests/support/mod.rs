@@ -118,6 +118,9 @@ impl Drop for TempDir {
     }
 }
 
+/// The runtime API token of [`Switchyard::start_controlled`].
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
 /// Pingora keys every test config needs: private pid and upgrade paths, short grace.
 pub fn pingora_header(dir: &TempDir) -> String {
     format!(
@@ -154,6 +157,16 @@ impl Switchyard {
     /// Pingora header, and wait until it answers.
     pub async fn start(body: &str) -> Switchyard {
         Self::start_with_env(body, &[]).await
+    }
+
+    /// Like [`Self::start`], with the runtime API unlocked by [`TOKEN`] (in `{DIR}/token`).
+    pub async fn start_controlled(body: &str) -> Switchyard {
+        let dir = TempDir::new();
+        dir.write("token", TOKEN);
+        let mut body = body.to_string();
+        body.push_str("admin:\n  address: 127.0.0.1:{ADMIN}\n  token_file: {DIR}/token\n");
+        let yaml = format!("{}{}", pingora_header(&dir), body);
+        Self::start_exact_in(dir, &yaml, &[]).await
     }
 
     /// Like [`Self::start`] with extra environment variables.
@@ -248,6 +261,39 @@ impl Switchyard {
             .json()
             .await
             .unwrap()
+    }
+
+    /// Call the runtime API: `method` on `path` with an optional JSON body, with `token`
+    /// as bearer token; returns the status and the JSON answer.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = reqwest::Client::new().request(method, self.admin_url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Replace the configuration file's text (for a reload); `{PORT}` and `{ADMIN}` and
+    /// `{DIR}` are replaced as at start.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let yaml = yaml
+            .replace("{PORT}", &self.port.to_string())
+            .replace("{ADMIN}", &self.admin_port.to_string())
+            .replace("{DIR}", &self.dir.path().display().to_string());
+        std::fs::write(self.conf_path(), yaml).unwrap();
     }
 
     /// The configuration file this instance runs with.
@@ -595,5 +641,78 @@ impl BackgroundLoad {
             failed.extend(f);
         }
         (ok, failed)
+    }
+}
+
+/// A real `redis-server` (Debian's package) on loopback, stopped on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    /// Start a Redis with no persistence on a free port.
+    pub async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    async fn start_on(port: u16) -> Redis {
+        let dir = TempDir::new();
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kill it (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let bin = require_tool("redis-server", "apt-get install redis-server");
+        let child = Command::new(bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        let up = eventually(Duration::from_secs(10), || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        assert!(up, "redis-server did not start");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

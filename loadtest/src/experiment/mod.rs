@@ -318,4 +318,3 @@ async fn wait_for_port(port: u16, child: &mut Child) -> anyhow::Result<()> {
     }
     bail!("not listening on {port} after 20 s")
 }
-

@@ -37,9 +37,26 @@ pub(super) fn validate(
             format!("{address} overlaps a proxy listener; metrics never share the proxy port"),
         );
     }
+    let api = a.api.unwrap_or(true);
+    let token_file = a.token_file.as_ref().map(std::path::PathBuf::from);
+    if let Some(path) = &token_file {
+        if let Err(m) = crate::admin::auth::read_token(path) {
+            c.error("admin.token_file", m);
+        }
+    } else if api && !address.ip().is_loopback() {
+        c.error(
+            "admin.address",
+            format!(
+                "{address} is reachable from other hosts: set `admin.token_file` to protect the runtime API, \
+                 set `admin.api: false`, or listen on loopback"
+            ),
+        );
+    }
     Some(AdminSettings {
         address,
         address_text: text.trim().to_string(),
         metrics: a.metrics.unwrap_or(true),
+        api,
+        token_file,
     })
 }

@@ -6,6 +6,7 @@
 mod admin;
 mod groups;
 mod listeners;
+mod policy;
 mod proxy;
 mod routes;
 

@@ -4,8 +4,11 @@ use std::collections::HashSet;
 
 use super::super::file::*;
 use super::super::model::*;
+use super::policy::{self, Groups};
 use super::Checker;
-use crate::edge::rate_limit::{RateKey, RateLimitSettings};
+use std::time::Duration;
+
+use crate::edge::rate_limit::{RateKey, RateLimitSettings, StoreSettings};
 
 pub(super) fn validate(
     c: &mut Checker,
@@ -74,11 +77,16 @@ fn route(
             _ => HostMatch::Exact(h),
         }
     });
-    let action = action(c, i, r, group_index, known_group);
-    if r.strip_prefix
-        && !(matches!(path, PathMatch::Prefix(_))
-            && matches!(action, Some(RouteAction::Forward(_)) | None))
-    {
+    let groups = Groups {
+        index: group_index,
+        known: known_group,
+    };
+    let action = action(c, i, r, &groups);
+    let forwards = matches!(
+        action,
+        Some(RouteAction::Forward(_) | RouteAction::Split(_)) | None
+    );
+    if r.strip_prefix && !(matches!(path, PathMatch::Prefix(_)) && forwards) {
         c.error(
             at("strip_prefix"),
             "needs a `path_prefix` other than `/` and a `target_group`",
@@ -87,12 +95,30 @@ fn route(
     let name = r.name.clone().unwrap_or_else(|| match (&path, &host) {
         (PathMatch::Exact(p) | PathMatch::Prefix(p), _) => p.clone(),
         (PathMatch::Any, Some(HostMatch::Exact(h) | HostMatch::Suffix(h))) => h.clone(),
-        (PathMatch::Any, None) => format!("route{i}"),
+        // A catch-all is named by what it matches, not by its position, so that adding a
+        // route above it does not rename it (names key metrics and what a reload keeps).
+        (PathMatch::Any, None) => "/".to_string(),
     });
     let rate_limit = r
         .rate_limit
         .as_ref()
         .map(|rl| rate_limit(c, &at("rate_limit"), rl));
+    for (key, given) in [("mirror", r.mirror.is_some()), ("fault", r.fault.is_some())] {
+        if given && !forwards {
+            c.error(
+                at(key),
+                "only a route that forwards (`target_group` or `forward`) can have this",
+            );
+        }
+    }
+    let mirror = r
+        .mirror
+        .as_ref()
+        .and_then(|m| policy::mirror(c, &at("mirror"), m, &groups));
+    let fault = r
+        .fault
+        .as_ref()
+        .and_then(|f| policy::fault(c, &at("fault"), f));
     if c.errors.len() > before {
         return None;
     }
@@ -103,40 +129,45 @@ fn route(
         strip_prefix: r.strip_prefix,
         action: action?,
         rate_limit,
+        mirror,
+        fault,
     })
 }
 
 /// What the route does; `None` after recording an error (or naming an unreadable group).
-fn action(
-    c: &mut Checker,
-    i: usize,
-    r: &RouteFile,
-    group_index: &dyn Fn(&str) -> Option<usize>,
-    known_group: &dyn Fn(&str) -> bool,
-) -> Option<RouteAction> {
+fn action(c: &mut Checker, i: usize, r: &RouteFile, groups: &Groups) -> Option<RouteAction> {
     let at = |f: &str| format!("routes[{i}].{f}");
-    let actions =
-        r.target_group.is_some() as u8 + r.status_page as u8 + r.fixed_response.is_some() as u8;
+    let actions = r.target_group.is_some() as u8
+        + r.forward.is_some() as u8
+        + r.status_page as u8
+        + r.fixed_response.is_some() as u8;
     if actions != 1 {
         c.error(
             format!("routes[{i}]"),
-            "each route needs exactly one of `target_group`, `status_page: true` or `fixed_response`",
+            "each route needs exactly one of `target_group`, `forward`, `status_page: true` or `fixed_response`",
         );
         return None;
     }
-    if let Some(name) = &r.target_group {
-        return match group_index(name) {
-            Some(g) => Some(RouteAction::Forward(g)),
-            None => {
-                if !known_group(name) {
-                    c.error(
-                        at("target_group"),
-                        format!("no target group named `{name}`"),
-                    );
-                }
-                None
+    if r.forward.is_none() {
+        for (key, given) in [
+            ("stickiness", r.stickiness.is_some()),
+            ("canary", r.canary.is_some()),
+        ] {
+            if given {
+                c.error(
+                    at(key),
+                    "only a split (`forward` over several groups) can have this",
+                );
             }
-        };
+        }
+    }
+    if let Some(name) = &r.target_group {
+        return groups
+            .resolve_route_group(c, &at("target_group"), name)
+            .map(RouteAction::Forward);
+    }
+    if let Some(forward) = &r.forward {
+        return policy::split(c, &at, r, forward, groups).map(RouteAction::Split);
     }
     if r.status_page {
         return Some(RouteAction::StatusPage);
@@ -184,11 +215,49 @@ fn rate_limit(c: &mut Checker, field: &str, rl: &RateLimitFile) -> RateLimitSett
         RateKeyFile::ClientIp => RateKey::ClientIp,
         RateKeyFile::Global => RateKey::Global,
     };
+    let store = match &rl.store {
+        None => {
+            for (k, given) in [
+                ("store_timeout", rl.store_timeout.is_some()),
+                ("expected_nodes", rl.expected_nodes.is_some()),
+            ] {
+                if given {
+                    c.error(
+                        format!("{field}.{k}"),
+                        "does nothing without a shared `store`",
+                    );
+                }
+            }
+            None
+        }
+        Some(url) => {
+            if !url.starts_with("redis://") || redis::Client::open(url.as_str()).is_err() {
+                c.error(
+                    format!("{field}.store"),
+                    format!("`{url}` is not a Redis URL (redis://host:port/db)"),
+                );
+            }
+            let timeout = rl.store_timeout.unwrap_or(Duration::from_millis(50));
+            if timeout.is_zero() || timeout > Duration::from_secs(5) {
+                c.error(format!("{field}.store_timeout"), "must be within (0, 5s]");
+            }
+            let expected_nodes = rl.expected_nodes.unwrap_or(1);
+            if !(1..=1000).contains(&expected_nodes) {
+                c.error(format!("{field}.expected_nodes"), "must be within 1..=1000");
+            }
+            Some(StoreSettings {
+                url: url.clone(),
+                timeout,
+                expected_nodes,
+            })
+        }
+    };
     RateLimitSettings {
         rate: rl.rate,
         burst,
         key,
         max_keys,
+        store,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Token-bucket rate limiting per route, keyed globally or per client IP.
+//! Local token buckets, keyed globally or per client IP.
 //!
 //! Each key has a bucket of `burst` tokens refilled at `rate` per second; a request takes one
 //! token or is rejected with the time until the next token (for `Retry-After`). Per-client
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
+
+use super::RateKey;
 
 /// Number of independently locked shards of the per-client map.
 const SHARDS: usize = 16;
@@ -46,38 +48,23 @@ impl TokenBucket {
     }
 }
 
-/// What the limiter is keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateKey {
-    Global,
-    ClientIp,
-}
-
-/// Rate-limit settings of a route.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimitSettings {
-    /// Tokens per second.
-    pub rate: f64,
-    /// Bucket size: requests allowed at once after a quiet period.
-    pub burst: f64,
-    pub key: RateKey,
-    /// Bound on the number of client buckets kept.
-    pub max_keys: usize,
-}
-
-/// A rate limiter for one route.
-pub struct RateLimiter {
-    settings: RateLimitSettings,
+/// Token buckets of one route (or of its local fallback).
+pub struct LocalBuckets {
+    rate: f64,
+    burst: f64,
+    key: RateKey,
     global: Mutex<Option<TokenBucket>>,
     shards: Vec<Mutex<LruCache<u128, TokenBucket>>>,
 }
 
-impl RateLimiter {
-    pub fn new(settings: RateLimitSettings) -> Self {
-        let per_shard =
-            NonZeroUsize::new(settings.max_keys.div_ceil(SHARDS).max(1)).expect("max(1)");
+impl LocalBuckets {
+    /// Buckets of `burst` tokens refilled at `rate`, at most `max_keys` clients kept.
+    pub fn new(rate: f64, burst: f64, key: RateKey, max_keys: usize) -> Self {
+        let per_shard = NonZeroUsize::new(max_keys.div_ceil(SHARDS).max(1)).expect("max(1)");
         Self {
-            settings,
+            rate,
+            burst,
+            key,
             global: Mutex::new(None),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::new(per_shard)))
@@ -88,8 +75,8 @@ impl RateLimiter {
     /// Take a token for a request from `client` at `now`; `Err` carries the wait until the
     /// next token.
     pub fn check(&self, client: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        let (rate, burst) = (self.settings.rate, self.settings.burst);
-        match (self.settings.key, client) {
+        let (rate, burst) = (self.rate, self.burst);
+        match (self.key, client) {
             (RateKey::ClientIp, Some(ip)) => {
                 let key = ip_key(ip);
                 let mut shard = self.shards[(mix(key) % SHARDS as u64) as usize].lock();
@@ -111,7 +98,8 @@ impl RateLimiter {
     }
 }
 
-fn ip_key(ip: IpAddr) -> u128 {
+/// The key of a client address (IPv4-mapped IPv6 keyed like IPv4).
+pub fn ip_key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -129,22 +117,12 @@ fn mix(key: u128) -> u64 {
     x ^ (x >> 31)
 }
 
-/// `Retry-After` seconds for a wait: whole seconds, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs_f64().ceil() as u64).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn limiter(rate: f64, burst: f64, key: RateKey, max_keys: usize) -> RateLimiter {
-        RateLimiter::new(RateLimitSettings {
-            rate,
-            burst,
-            key,
-            max_keys,
-        })
+    fn limiter(rate: f64, burst: f64, key: RateKey, max_keys: usize) -> LocalBuckets {
+        LocalBuckets::new(rate, burst, key, max_keys)
     }
 
     #[test]
@@ -191,11 +169,5 @@ mod tests {
             let _ = l.check(Some(IpAddr::from(i.to_be_bytes())), t0);
         }
         assert!(l.tracked_keys() <= 1000 + SHARDS, "{}", l.tracked_keys());
-    }
-
-    #[test]
-    fn retry_after_rounds_up() {
-        assert_eq!(retry_after_secs(Duration::from_millis(20)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
     }
 }
