@@ -41,8 +41,9 @@ async fn three_nodes_sharing_redis_let_through_the_rate_once() {
     let a = backend("a", 0).await;
     let redis = Redis::start().await;
     let (rate, burst) = (40.0, 20.0);
+    // expected_nodes 1: were the nodes deciding alone, they would let through 3 × the rate.
     let shared = format!(
-        "      rate: {rate}\n      burst: {burst}\n      key: global\n      store: {}\n      expected_nodes: 3\n",
+        "      rate: {rate}\n      burst: {burst}\n      key: global\n      store: {}\n      expected_nodes: 1\n",
         redis.url()
     );
     let mut nodes = Vec::new();
