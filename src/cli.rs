@@ -59,7 +59,7 @@ impl Cli {
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// AWS tooling: launch, list, kill-switch, alb up|down.
-    Aws(crate::aws::cli::AwsArgs),
+    Aws(switchyard_aws::cli::AwsArgs),
 }
 
 #[cfg(test)]

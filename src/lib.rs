@@ -9,7 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod demo;

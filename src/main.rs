@@ -30,11 +30,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_aws(args: switchyard::aws::cli::AwsArgs) -> anyhow::Result<()> {
+fn run_aws(args: switchyard_aws::cli::AwsArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(switchyard::aws::cli::run(args))
+    let check = |text: &str, source: &str| {
+        config::parse_full(text, source)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    rt.block_on(switchyard_aws::cli::run(args, &check))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

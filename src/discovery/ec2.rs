@@ -10,7 +10,7 @@
 //!   is the group's business ([`crate::target_group`]), the same for every source.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,10 +19,11 @@ use async_trait::async_trait;
 use pingora_error::{Error, ErrorType};
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::Backend;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 
 use super::static_list::backend_for;
-use crate::aws::{describe_error, sdk_config, AwsTarget};
+use switchyard_aws::discovery::{Ec2Source, Query};
+use switchyard_aws::AwsTarget;
 use crate::config::{BackendSpec, Ec2Settings};
 use crate::metrics::Metrics;
 
@@ -31,7 +32,7 @@ pub struct Ec2Discovery {
     settings: Ec2Settings,
     group: String,
     metrics: Arc<Metrics>,
-    client: OnceCell<aws_sdk_ec2::Client>,
+    source: Ec2Source,
     state: Mutex<State>,
     failing: AtomicBool,
 }
@@ -45,68 +46,25 @@ struct State {
 
 impl Ec2Discovery {
     pub fn new(settings: Ec2Settings, group: &str, metrics: Arc<Metrics>) -> Self {
+        let source = Ec2Source::new(Query {
+            target: AwsTarget {
+                region: settings.region.clone(),
+                endpoint: settings.endpoint.clone(),
+                profile: settings.profile.clone(),
+                role_arn: settings.role_arn.clone(),
+            },
+            filters: settings.filters.clone(),
+            port: settings.port,
+            public_address: settings.public_address,
+        });
         Self {
             settings,
             group: group.to_string(),
             metrics,
-            client: OnceCell::new(),
+            source,
             state: Mutex::new(State::default()),
             failing: AtomicBool::new(false),
         }
-    }
-    async fn client(&self) -> &aws_sdk_ec2::Client {
-        // Created on first use, inside the background service's runtime (never before a
-        // daemon fork).
-        self.client
-            .get_or_init(|| async {
-                let target = AwsTarget {
-                    region: self.settings.region.clone(),
-                    endpoint: self.settings.endpoint.clone(),
-                    profile: self.settings.profile.clone(),
-                    role_arn: self.settings.role_arn.clone(),
-                };
-                aws_sdk_ec2::Client::new(&sdk_config(&target).await)
-            })
-            .await
-    }
-
-    /// Addresses of the running instances matching the filters.
-    pub async fn fetch(&self) -> Result<Vec<SocketAddr>, String> {
-        let mut request = self.client().await.describe_instances();
-        for (name, values) in &self.settings.filters {
-            request = request.filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name(name)
-                    .set_values(Some(values.clone()))
-                    .build(),
-            );
-        }
-        request = request.filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .values("running")
-                .build(),
-        );
-        let mut pages = request.into_paginator().send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| describe_error(&e))?;
-            for reservation in page.reservations() {
-                for instance in reservation.instances() {
-                    let ip = if self.settings.public_address {
-                        instance.public_ip_address()
-                    } else {
-                        instance.private_ip_address()
-                    };
-                    if let Some(ip) = ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
-                        out.push(SocketAddr::new(ip, self.settings.port));
-                    }
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
     }
 }
 
@@ -120,7 +78,7 @@ impl ServiceDiscovery for Ec2Discovery {
             .is_none_or(|t| now.duration_since(t) >= self.settings.refresh_interval);
         if due {
             state.fetched_at = Some(now);
-            let answer = self.fetch().await;
+            let answer = self.source.running().await;
             self.metrics.discovery_refresh(&self.group, answer.is_ok());
             match answer {
                 Ok(found)

@@ -1,11 +1,15 @@
-//! AWS tooling: the SDK configuration shared by discovery and the `switchyard aws` commands,
-//! and the commands themselves (launch, list, kill switch, ALB for comparison).
+//! Switchyard's AWS side, in a crate of its own (the SDK is large and never on the request
+//! path: it compiles once, at a modest optimisation level, and a change to the proxy does not
+//! recompile it): the SDK configuration, the EC2 calls of discovery ([`discovery`]), and the
+//! `switchyard aws` commands (launch, list, kill switch, ALB for comparison, NLB and nodes for
+//! high availability).
 //!
 //! Credentials come from the standard AWS chain (environment, shared files, SSO, instance
 //! metadata) through `aws-config`; they are never logged.
 
 pub mod alb;
 pub mod cli;
+pub mod discovery;
 pub mod instances;
 pub mod nlb;
 pub mod nodes;

@@ -65,8 +65,13 @@ pub fn node_user_data(binary_url: &str, config: &str) -> String {
     )
 }
 
-/// Launch `spec.count` nodes; returns their ids.
-pub async fn launch_nodes(ec2: &Client, spec: &NodeSpec) -> anyhow::Result<Vec<String>> {
+/// Launch `spec.count` nodes; returns their ids. `check` validates the configuration
+/// (text, source name) the way `switchyard -t` does, before anything is launched.
+pub async fn launch_nodes(
+    ec2: &Client,
+    spec: &NodeSpec,
+    check: &dyn Fn(&str, &str) -> Result<(), String>,
+) -> anyhow::Result<Vec<String>> {
     if spec.count < 1 || spec.count > 20 {
         bail!("--count must be within 1..=20");
     }
@@ -79,8 +84,7 @@ pub async fn launch_nodes(ec2: &Client, spec: &NodeSpec) -> anyhow::Result<Vec<S
             config.len()
         );
     }
-    crate::config::parse_full(&config, &spec.config.display().to_string())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    check(&config, &spec.config.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (vpc_id, vpc_cidr) = default_vpc(ec2).await?;
     let mut rules = vec![
         (80, spec.client_cidr.clone()),

@@ -95,8 +95,11 @@ pub enum AlbAction {
     },
 }
 
-/// Run an AWS command.
-pub async fn run(args: AwsArgs) -> anyhow::Result<()> {
+/// Run an AWS command; `check` validates a Switchyard configuration (text, source name).
+pub async fn run(
+    args: AwsArgs,
+    check: &dyn Fn(&str, &str) -> Result<(), String>,
+) -> anyhow::Result<()> {
     let target = AwsTarget {
         region: args.region,
         endpoint: args.endpoint,
@@ -116,7 +119,7 @@ pub async fn run(args: AwsArgs) -> anyhow::Result<()> {
             );
         }
         AwsCommand::LaunchNodes(spec) => {
-            let ids = nodes::launch_nodes(&ec2, &spec).await?;
+            let ids = nodes::launch_nodes(&ec2, &spec, check).await?;
             println!("launched {} node(s): {}", ids.len(), ids.join(" "));
         }
         AwsCommand::List => print!("{}", instances::table(&instances::list(&ec2).await?)),
