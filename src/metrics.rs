@@ -33,6 +33,8 @@ pub enum ErrorKind {
     ConnectionError,
     Http5xx,
     Http429,
+    /// A gRPC answer whose `grpc-status` says the backend is failing.
+    GrpcStatus,
 }
 
 impl ErrorKind {
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::ConnectionError => "connection_error",
             ErrorKind::Http5xx => "http_5xx",
             ErrorKind::Http429 => "http_429",
+            ErrorKind::GrpcStatus => "grpc_status",
         }
     }
 }

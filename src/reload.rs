@@ -42,6 +42,8 @@ pub struct Fixed {
     pub listeners: Vec<Listener>,
     pub admin: Option<AdminSettings>,
     pub pingora: ServerConf,
+    /// `proxy.h2c`: set on the listening sockets' HTTP options at start.
+    pub h2c: bool,
 }
 
 /// One run-time change a reload undid.
@@ -237,6 +239,9 @@ impl Reloader {
         }
         if loaded.pingora != self.fixed.pingora {
             out.push("Pingora server settings changed".to_string());
+        }
+        if loaded.config.proxy.h2c != self.fixed.h2c {
+            out.push("proxy.h2c changed".to_string());
         }
         out
     }

@@ -215,7 +215,7 @@ async fn build_snapshot(
             registry,
             old.map(|o| o.as_ref()),
             metrics.clone(),
-        );
+        )?;
         group
             .refresh()
             .await

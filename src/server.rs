@@ -64,6 +64,7 @@ pub fn run(start: Start) -> anyhow::Result<()> {
         listeners: config.listeners.clone(),
         admin: config.admin.clone(),
         pingora: copy_of(&pingora)?,
+        h2c: config.proxy.h2c,
     };
     let reloader = Arc::new(Reloader::new(
         runtime.clone(),
@@ -228,6 +229,11 @@ fn add_proxy(
     // Pingora's proxy app, behind a deadline for request heads (slowloris).
     let mut proxy_app = HttpProxy::new(switchyard, server.configuration.clone());
     proxy_app.handle_init_modules();
+    if config.proxy.h2c {
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy_app.server_options = Some(options);
+    }
     let guarded = GuardedApp::new(proxy_app, runtime);
     let mut proxy = Service::new("switchyard proxy".to_string(), guarded);
     for (i, l) in config.listeners.iter().enumerate() {

@@ -235,6 +235,20 @@ async fn a_dead_api_keeps_the_last_good_backends_serving() {
         .await
     );
 
+    // Refreshes are counted when EC2 is really asked: once per refresh_interval (1 s), not
+    // at every health-check pass (200 ms).
+    let refreshes = || async {
+        metric_sum(
+            &sy.metrics().await,
+            "lb_discovery_refreshes_total",
+            &[("result", "success")],
+        )
+    };
+    let before = refreshes().await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let calls = refreshes().await - before;
+    assert!((1.0..=3.0).contains(&calls), "{calls} refreshes counted in 2.2 s");
+
     moto.stop();
     let failed = eventually(Duration::from_secs(15), || async {
         metric_sum(

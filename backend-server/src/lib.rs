@@ -11,10 +11,13 @@
 #![forbid(unsafe_code)]
 
 mod control;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod server;
+pub mod tls;
 
 pub use control::{Behaviour, BehaviourPatch};
-pub use server::{router, spawn, RunningBackend};
+pub use server::{router, spawn, spawn_with, RunningBackend, ServeOptions};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +31,8 @@ pub struct BackendState {
     behaviour: RwLock<Behaviour>,
     requests_served: AtomicU64,
     health_checks_served: AtomicU64,
+    /// TCP connections accepted (to see connection reuse from the outside).
+    connections_accepted: AtomicU64,
     /// The last requests received (not health checks or control calls), newest last.
     recent: Mutex<VecDeque<SeenRequest>>,
 }
@@ -55,6 +60,7 @@ impl BackendState {
             behaviour: RwLock::new(behaviour),
             requests_served: AtomicU64::new(0),
             health_checks_served: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_REQUESTS)),
         })
     }
@@ -101,6 +107,11 @@ impl BackendState {
             recent.pop_front();
         }
         recent.push_back(seen);
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections_accepted.load(Ordering::Relaxed)
     }
 
     /// Health-check requests answered.

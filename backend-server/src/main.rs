@@ -28,6 +28,18 @@ struct Args {
     /// Status used for injected errors.
     #[arg(long, default_value_t = 500)]
     error_status: u16,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this PEM CA (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
+    /// Serve the gRPC demo and health services instead of the HTTP paths.
+    #[arg(long)]
+    grpc: bool,
 }
 
 #[tokio::main]
@@ -43,13 +55,27 @@ async fn main() -> anyhow::Result<()> {
     };
     behaviour.validate().map_err(anyhow::Error::msg)?;
     let state = BackendState::new(args.name.clone(), behaviour);
-    let running = backend_server::spawn(args.listen, state)
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(backend_server::tls::server_config(
+            cert,
+            key,
+            args.client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let options = backend_server::ServeOptions {
+        tls,
+        grpc: args.grpc,
+    };
+    let running = backend_server::spawn_with(args.listen, state, options)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     log::info!(
-        "backend {} listening on http://{}",
+        "backend {} listening on {scheme}://{}{}",
         args.name,
-        running.addr()
+        running.addr(),
+        if args.grpc { " (gRPC)" } else { "" }
     );
     tokio::signal::ctrl_c()
         .await

@@ -1,4 +1,6 @@
-//! The HTTP side of a demo backend: the router and an accept loop that can be killed.
+//! The network side of a demo backend: the router (HTTP, or gRPC with the control endpoint
+//! beside it), plain or TLS (HTTP/2 by ALPN, h2c on plain sockets), and an accept loop that
+//! can be killed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -61,16 +63,39 @@ impl Drop for RunningBackend {
     }
 }
 
-/// Bind `listen` and serve the demo backend on the current tokio runtime.
+/// How a backend serves.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// Serve TLS with this configuration (its ALPN offers h2 and http/1.1).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve the gRPC services instead of the HTTP paths (`/_control` stays).
+    pub grpc: bool,
+}
+
+/// Bind `listen` and serve the demo backend over plain HTTP on the current tokio runtime.
 pub async fn spawn(
     listen: SocketAddr,
     state: Arc<BackendState>,
 ) -> std::io::Result<RunningBackend> {
+    spawn_with(listen, state, ServeOptions::default()).await
+}
+
+/// Bind `listen` and serve the demo backend as `options` say.
+pub async fn spawn_with(
+    listen: SocketAddr,
+    state: Arc<BackendState>,
+    options: ServeOptions,
+) -> std::io::Result<RunningBackend> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (kill, killed) = watch::channel(false);
-    let app = router(state.clone());
-    let accept_task = tokio::spawn(accept_loop(listener, app, killed));
+    let app = if options.grpc {
+        grpc_router(state.clone())
+    } else {
+        router(state.clone())
+    };
+    let acceptor = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let accept_task = tokio::spawn(accept_loop(listener, app, acceptor, state.clone(), killed));
     Ok(RunningBackend {
         addr,
         state,
@@ -79,7 +104,33 @@ pub async fn spawn(
     })
 }
 
-async fn accept_loop(listener: TcpListener, app: Router, killed: watch::Receiver<bool>) {
+#[cfg(feature = "grpc")]
+fn grpc_router(state: Arc<BackendState>) -> Router {
+    crate::grpc::routes(state.clone())
+        .into_axum_router()
+        .merge(control_router(state))
+}
+
+#[cfg(not(feature = "grpc"))]
+fn grpc_router(state: Arc<BackendState>) -> Router {
+    log::error!("this backend-server was built without the `grpc` feature: serving HTTP");
+    router(state)
+}
+
+/// `/_control` alone (beside the gRPC services).
+fn control_router(state: Arc<BackendState>) -> Router {
+    Router::new()
+        .route("/_control", get(show_control).put(update_control))
+        .with_state(state)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<BackendState>,
+    killed: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -90,17 +141,29 @@ async fn accept_loop(listener: TcpListener, app: Router, killed: watch::Receiver
             }
         };
         let _ = stream.set_nodelay(true);
+        state.connections_accepted.fetch_add(1, Ordering::Relaxed);
         let service = TowerToHyperService::new(app.clone());
         let mut killed = killed.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let builder = ConnBuilder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                res = conn => {
-                    if let Err(e) = res {
-                        log::debug!("connection ended: {e}");
-                    }
+            let serve = async {
+                let result = match acceptor {
+                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => builder.serve_connection(TokioIo::new(tls), service).await,
+                        Err(e) => {
+                            log::debug!("TLS handshake failed: {e}");
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = result {
+                    log::debug!("connection ended: {e}");
                 }
+            };
+            tokio::select! {
+                _ = serve => {}
                 // Dropping the connection future closes the socket mid-request.
                 _ = killed.wait_for(|k| *k) => {}
             }

@@ -143,6 +143,10 @@ pub struct ProxyFile {
     /// Add `x-switchyard-backend` and `x-switchyard-decision` to responses (default false).
     #[serde(default)]
     pub decision_headers: bool,
+    /// Accept HTTP/2 without TLS (h2c, prior knowledge) on plain listeners, e.g. for gRPC
+    /// clients inside a network (default false: plain listeners speak HTTP/1.1).
+    #[serde(default)]
+    pub h2c: bool,
     /// Write one access-log line per request through the `log` crate (default true).
     pub access_log: Option<bool>,
     /// Value of the `Via` header added upstream and downstream (default `switchyard`;
@@ -234,6 +238,47 @@ pub struct TargetGroupFile {
     pub max_inflight: Option<usize>,
     /// The wait queue used with `max_inflight`.
     pub queue: Option<QueueFile>,
+    /// `http` (default) or `https` to the backends.
+    pub protocol: Option<ProtocolFile>,
+    /// `http1` (default), `http2` (over TLS by ALPN, or cleartext h2c) or `grpc`.
+    pub protocol_version: Option<ProtocolVersionFile>,
+    /// How to verify the backends (and show who we are) with `protocol: https`.
+    pub tls: Option<BackendTlsFile>,
+}
+
+/// The transport to the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolFile {
+    Http,
+    Https,
+}
+
+/// The HTTP version to the backends (names as an ALB's target groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolVersionFile {
+    Http1,
+    Http2,
+    Grpc,
+}
+
+/// TLS towards the backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsFile {
+    /// PEM bundle of the CAs that sign the backends' certificates (default: the system's).
+    pub ca_file: Option<String>,
+    /// Name sent as SNI and verified in the backends' certificates (default: the backend's
+    /// IP address).
+    pub server_name: Option<String>,
+    /// PEM certificate chain presented to backends that ask for one (mTLS).
+    pub client_cert: Option<String>,
+    /// Its private key.
+    pub client_key: Option<String>,
+    /// Do not verify the backends' certificates at all: development only (`-t` warns).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// A bounded wait queue.

@@ -61,6 +61,8 @@ pub enum ListenerKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
     pub decision_headers: bool,
+    /// HTTP/2 without TLS on plain listeners.
+    pub h2c: bool,
     pub access_log: bool,
     pub via: Option<String>,
     pub max_header_bytes: usize,
@@ -103,6 +105,46 @@ pub struct TargetGroupConfig {
     pub sticky: StickySettings,
     /// Overload shedding, when `max_inflight` is set.
     pub shed: Option<ShedSettings>,
+    /// How to talk to the backends.
+    pub upstream: UpstreamProtocol,
+}
+
+/// The protocol towards a group's backends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamProtocol {
+    /// TLS, when `protocol: https`.
+    pub tls: Option<UpstreamTls>,
+    pub version: ProtocolVersion,
+}
+
+/// The HTTP version towards the backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProtocolVersion {
+    #[default]
+    Http1,
+    Http2,
+    /// HTTP/2 carrying gRPC: failures are judged by `grpc-status`, health checks use
+    /// `grpc.health.v1.Health/Check`, local errors are answered in gRPC form.
+    Grpc,
+}
+
+impl ProtocolVersion {
+    /// Whether it runs over HTTP/2.
+    pub fn is_h2(self) -> bool {
+        self != ProtocolVersion::Http1
+    }
+}
+
+/// TLS towards the backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// CA bundle (PEM); `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// SNI and verified name; `None`: the backend's IP address.
+    pub server_name: Option<String>,
+    /// Client certificate chain and key (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub insecure_skip_verify: bool,
 }
 
 /// EC2 discovery settings.

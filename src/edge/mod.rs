@@ -1,5 +1,6 @@
 //! What stands between clients and backends: TLS termination, the HTTP→HTTPS redirect,
-//! per-route rate limits, per-group overload shedding and request limits.
+//! per-route rate limits, per-group overload shedding, request limits, slow clients, and the
+//! protocol (and TLS) towards the backends.
 
 pub mod limits;
 pub mod rate_limit;
@@ -7,3 +8,4 @@ pub mod redirect;
 pub mod shed;
 pub mod slow_client;
 pub mod tls;
+pub mod upstream_tls;

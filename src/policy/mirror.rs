@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -174,12 +173,10 @@ impl Worker {
         mut request: RequestHeader,
         body: Option<Bytes>,
     ) -> pingora_error::Result<u16> {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = self.group.peers.peer(addr);
         let t = self.group.config.timeouts;
-        peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(self.timeout);
         peer.options.write_timeout = Some(self.timeout);
-        peer.options.idle_timeout = Some(t.idle);
         let _ = request.insert_header(SHADOW_HEADER, "1");
         let (mut session, _) = self.connector.get_http_session(&peer).await?;
         session.write_request_header(Box::new(request)).await?;

@@ -8,6 +8,7 @@ pub mod attempt;
 pub mod client_ip;
 pub mod ctx;
 pub mod forwarding;
+pub mod grpc;
 pub mod outcome;
 pub mod policies;
 pub mod respond;
@@ -61,7 +62,11 @@ impl Switchyard {
         retry_after: Option<u64>,
     ) -> pingora_error::Result<bool> {
         ctx.local_status = Some(status);
-        respond::text_with(session, status, message, retry_after).await?;
+        if grpc::is_grpc(session.req_header()) {
+            respond::grpc_error(session, grpc::status_for_http(status), message).await?;
+        } else {
+            respond::text_with(session, status, message, retry_after).await?;
+        }
         Ok(true)
     }
 
@@ -307,14 +312,7 @@ impl ProxyHttp for Switchyard {
         ctx.backend = Some(pick.stats.clone());
         ctx.failed_open |= pick.failed_open;
         ctx.attempt = Some(Attempt::start(group.clone(), &pick.stats, pick.inputs, now));
-        let t = group.config.timeouts;
-        let mut peer = HttpPeer::new(pick.addr, false, String::new());
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.write);
-        peer.options.idle_timeout = Some(t.idle);
-        Ok(Box::new(peer))
+        Ok(Box::new(group.peers.peer(pick.addr)))
     }
 
     fn fail_to_connect(
@@ -389,6 +387,24 @@ impl ProxyHttp for Switchyard {
         }
         if let Some(a) = ctx.attempt.as_mut() {
             a.responded(status, Instant::now());
+            // A trailers-only gRPC answer carries its status in the head.
+            if grpc::status_of(&resp.headers).is_some_and(grpc::is_failing) {
+                a.failed(ErrorKind::GrpcStatus);
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        if grpc::status_of(trailers).is_some_and(grpc::is_failing) {
+            if let Some(a) = ctx.attempt.as_mut() {
+                a.failed(ErrorKind::GrpcStatus);
+            }
         }
         Ok(())
     }
@@ -463,7 +479,12 @@ impl ProxyHttp for Switchyard {
         let code = outcome::status_for(e);
         if code > 0 && session.response_written().is_none() {
             ctx.local_status = Some(code);
-            let _ = respond::text(session, code, outcome::message_for(code)).await;
+            let message = outcome::message_for(code);
+            let _ = if grpc::is_grpc(session.req_header()) {
+                respond::grpc_error(session, grpc::status_for_http(code), message).await
+            } else {
+                respond::text(session, code, message).await
+            };
         }
         FailToProxy {
             error_code: code,
@@ -510,10 +531,11 @@ impl ProxyHttp for Switchyard {
         }
         // End the attempt now: the response is complete or abandoned.
         ctx.attempt = None;
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.local_status)
+        // What the proxy answered itself first (a gRPC error is an HTTP 200 on the wire but
+        // a 429 or 503 for the logs and metrics).
+        let status = ctx
+            .local_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(CLIENT_CLOSED);
         let elapsed = ctx.started.elapsed();
         if self.runtime.metrics.enabled() {

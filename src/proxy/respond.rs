@@ -61,3 +61,16 @@ pub async fn text_with(
     )
     .await
 }
+
+/// Answer a gRPC call with `grpc_status` and `message` (HTTP 200, trailers-only).
+pub async fn grpc_error(
+    session: &mut Session,
+    grpc_status: u32,
+    message: &str,
+) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(200, Some(4))?;
+    header.insert_header("content-type", "application/grpc")?;
+    header.insert_header("grpc-status", grpc_status.to_string())?;
+    header.insert_header("grpc-message", super::grpc::encode_message(message))?;
+    session.write_response_header(Box::new(header), true).await
+}

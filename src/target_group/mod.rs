@@ -26,6 +26,7 @@ use crate::config::TargetGroupConfig;
 use crate::discovery::static_list::backend_for;
 use crate::discovery::{Ec2Discovery, StaticList};
 use crate::edge::shed::Admission;
+use crate::edge::upstream_tls::UpstreamPeers;
 use crate::health::ProbeCheck;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::selection::stats::{stats_of, BackendStats, Lifecycle, StatsRegistry};
@@ -41,6 +42,8 @@ pub struct TargetGroup {
     pub config: TargetGroupConfig,
     pub registry: Arc<StatsRegistry>,
     selector: Arc<dyn GroupSelector>,
+    /// How the backends are reached (protocol, TLS, timeouts).
+    pub peers: Arc<UpstreamPeers>,
     discovery: Box<dyn ServiceDiscovery + Send + Sync>,
     probe: Option<ProbeCheck>,
     /// Current members (draining ones included), each with its stats attached.
@@ -144,7 +147,8 @@ impl TargetGroup {
         registry: Arc<StatsRegistry>,
         previous: Option<&TargetGroup>,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
+        let peers = Arc::new(UpstreamPeers::load(&config)?);
         registry.set_latency(config.latency);
         let discovery: Box<dyn ServiceDiscovery + Send + Sync> = match &config.ec2 {
             Some(ec2) => Box::new(Ec2Discovery::new(
@@ -154,10 +158,14 @@ impl TargetGroup {
             )),
             None => Box::new(StaticList::new(config.backends.clone())),
         };
-        let probe = config
-            .health_check
-            .enabled
-            .then(|| ProbeCheck::new(&config.name, &config.health_check));
+        let probe = config.health_check.enabled.then(|| {
+            ProbeCheck::new(
+                &config.name,
+                &config.health_check,
+                peers.clone(),
+                UpstreamPeers::is_grpc(&config),
+            )
+        });
         let selector = config
             .strategy
             .build(GroupShared::new(registry.clone(), config.latency));
@@ -165,10 +173,11 @@ impl TargetGroup {
             .map(|p| p.membership.lock().clone())
             .unwrap_or_default();
         let admission = config.shed.map(Admission::new);
-        Self {
+        Ok(Self {
             config,
             registry,
             selector,
+            peers,
             discovery,
             probe,
             members: ArcSwap::from_pointee(Vec::new()),
@@ -180,7 +189,7 @@ impl TargetGroup {
             admission,
             upkeep_running: AtomicBool::new(false),
             upkeep_started: Mutex::new(None),
-        }
+        })
     }
 
     /// The strategy's selector (request keys, decision texts, cookies).

@@ -114,6 +114,7 @@ fn group(c: &mut Checker, i: usize, g: &TargetGroupFile) -> Option<TargetGroupCo
     let sticky = sticky(c, i, g);
     strategy_needs(c, i, g, &health_check);
     let shed = shed(c, i, g);
+    let upstream = upstream(c, i, g, &health_check);
     if c.errors.len() > errors_before {
         return None;
     }
@@ -131,7 +132,91 @@ fn group(c: &mut Checker, i: usize, g: &TargetGroupFile) -> Option<TargetGroupCo
         latency,
         sticky,
         shed,
+        upstream,
     })
+}
+
+/// `protocol`, `protocol_version` and `tls`; certificates are read now, as for listeners.
+fn upstream(
+    c: &mut Checker,
+    i: usize,
+    g: &TargetGroupFile,
+    hc: &HealthCheckSettings,
+) -> UpstreamProtocol {
+    let at = |f: &str| format!("target_groups[{i}].{f}");
+    let version = match g.protocol_version.unwrap_or(ProtocolVersionFile::Http1) {
+        ProtocolVersionFile::Http1 => ProtocolVersion::Http1,
+        ProtocolVersionFile::Http2 => ProtocolVersion::Http2,
+        ProtocolVersionFile::Grpc => ProtocolVersion::Grpc,
+    };
+    if version == ProtocolVersion::Grpc && c.present(&at("health_check.path")) {
+        c.error(
+            at("health_check.path"),
+            "gRPC groups are checked with grpc.health.v1.Health/Check: the path does nothing",
+        );
+    }
+    let _ = hc;
+    let https = g.protocol == Some(ProtocolFile::Https);
+    let Some(t) = &g.tls else {
+        return UpstreamProtocol {
+            tls: https.then(|| UpstreamTls {
+                ca_file: None,
+                server_name: None,
+                client_cert: None,
+                insecure_skip_verify: false,
+            }),
+            version,
+        };
+    };
+    if !https {
+        c.error(at("tls"), "TLS settings do nothing without `protocol: https`");
+    }
+    let file = |c: &mut Checker, key: &str, path: &Option<String>| {
+        let p = path.as_ref().map(std::path::PathBuf::from);
+        if let Some(p) = &p {
+            if let Err(e) = crate::edge::upstream_tls::check_pem(p, key) {
+                c.error(at(&format!("tls.{key}")), e);
+            }
+        }
+        p
+    };
+    let ca_file = file(c, "ca_file", &t.ca_file);
+    let cert = file(c, "client_cert", &t.client_cert);
+    let key = file(c, "client_key", &t.client_key);
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            c.error(at("tls"), "give both `client_cert` and `client_key` for mTLS");
+            None
+        }
+    };
+    if let Some(name) = &t.server_name {
+        if name.is_empty() || name.contains(['/', ' ', ':']) {
+            c.error(at("tls.server_name"), format!("`{name}` is not a host name"));
+        }
+    }
+    if t.insecure_skip_verify {
+        c.warn(
+            at("tls.insecure_skip_verify"),
+            "backend certificates are not verified: anyone on the path can impersonate them (development only)",
+        );
+        if t.ca_file.is_some() || t.server_name.is_some() {
+            c.error(
+                at("tls.insecure_skip_verify"),
+                "`ca_file` and `server_name` do nothing when verification is off",
+            );
+        }
+    }
+    UpstreamProtocol {
+        tls: Some(UpstreamTls {
+            ca_file,
+            server_name: t.server_name.clone(),
+            client_cert,
+            insecure_skip_verify: t.insecure_skip_verify,
+        }),
+        version,
+    }
 }
 
 fn valid_name(name: &str) -> bool {

@@ -20,6 +20,7 @@ pub(super) fn validate(c: &mut Checker, p: &ProxyFile) -> ProxySettings {
     }
     ProxySettings {
         decision_headers: p.decision_headers,
+        h2c: p.h2c,
         access_log: p.access_log.unwrap_or(true),
         via: match p.via.as_deref() {
             None => Some("switchyard".to_string()),
