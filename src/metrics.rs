@@ -35,6 +35,11 @@ pub enum ErrorKind {
     Http429,
     /// A gRPC answer whose `grpc-status` says the backend is failing.
     GrpcStatus,
+    /// The TLS handshake with the backend failed (certificate not trusted, wrong name, no
+    /// client certificate where one is required).
+    Tls,
+    /// An active health check got an answer, but not a passing one (status, `SERVING`).
+    BadAnswer,
 }
 
 impl ErrorKind {
@@ -46,6 +51,8 @@ impl ErrorKind {
             ErrorKind::Http5xx => "http_5xx",
             ErrorKind::Http429 => "http_429",
             ErrorKind::GrpcStatus => "grpc_status",
+            ErrorKind::Tls => "tls",
+            ErrorKind::BadAnswer => "bad_answer",
         }
     }
 }
@@ -61,6 +68,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     no_backend: IntCounterVec,
     health_checks: IntCounterVec,
+    health_check_failures: IntCounterVec,
     ejections: IntCounterVec,
     discovery_refreshes: IntCounterVec,
     rate_limited: IntCounterVec,
@@ -143,6 +151,7 @@ impl Metrics {
             retries: counter(&r, "lb_retries_total", "Attempts retried on another backend.", &["target_group"]),
             no_backend: counter(&r, "lb_no_healthy_backend_total", "Requests answered 503 because no backend could take them.", &["target_group"]),
             health_checks: counter(&r, "lb_health_checks_total", "Active health-check results.", &["target_group", "backend", "result"]),
+            health_check_failures: counter(&r, "lb_health_check_failures_total", "Failed active health checks by why they failed (connect_failure, timeout, tls, connection_error, bad_answer).", &["target_group", "backend", "kind"]),
             ejections: counter(&r, "lb_backend_ejections_total", "Passive ejections after consecutive failed requests.", &["target_group", "backend"]),
             discovery_refreshes: counter(&r, "lb_discovery_refreshes_total", "Backend discovery refreshes by result (success, failure).", &["target_group", "result"]),
             rate_limited: counter(&r, "lb_rate_limited_total", "Requests rejected with 429 by rate limiting.", &["route"]),
@@ -340,13 +349,24 @@ impl Metrics {
         self.no_backend.with_label_values(&[group]).inc();
     }
 
-    pub fn health_check(&self, group: &str, backend: &str, ok: bool) {
+    /// Count one active health check: `None` when it passed, else why it failed.
+    pub fn health_check(&self, group: &str, backend: &str, failure: Option<ErrorKind>) {
         if !self.enabled {
             return;
         }
+        let result = if failure.is_none() {
+            "success"
+        } else {
+            "failure"
+        };
         self.health_checks
-            .with_label_values(&[group, backend, if ok { "success" } else { "failure" }])
+            .with_label_values(&[group, backend, result])
             .inc();
+        if let Some(kind) = failure {
+            self.health_check_failures
+                .with_label_values(&[group, backend, kind.as_str()])
+                .inc();
+        }
     }
 
     pub fn ejection(&self, group: &str, backend: &str) {
@@ -442,13 +462,14 @@ impl Metrics {
     /// The names of every metric family registered (also those with no sample yet).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 27] = [
+        let collectors: [&dyn Collector; 28] = [
             &self.requests,
             &self.duration,
             &self.upstream_errors,
             &self.retries,
             &self.no_backend,
             &self.health_checks,
+            &self.health_check_failures,
             &self.ejections,
             &self.discovery_refreshes,
             &self.rate_limited,

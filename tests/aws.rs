@@ -247,7 +247,10 @@ async fn a_dead_api_keeps_the_last_good_backends_serving() {
     let before = refreshes().await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let calls = refreshes().await - before;
-    assert!((1.0..=3.0).contains(&calls), "{calls} refreshes counted in 2.2 s");
+    assert!(
+        (1.0..=3.0).contains(&calls),
+        "{calls} refreshes counted in 2.2 s"
+    );
 
     moto.stop();
     let failed = eventually(Duration::from_secs(15), || async {

@@ -39,16 +39,24 @@ impl TestCa {
 
     /// A certificate for `names` (IP addresses or DNS names); (cert, key) paths.
     fn issue(&self, file: &str, names: &[&str]) -> (String, String) {
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         let c = self.dir.write(&format!("{file}.pem"), &cert.pem());
-        let k = self.dir.write(&format!("{file}-key.pem"), &key.serialize_pem());
+        let k = self
+            .dir
+            .write(&format!("{file}-key.pem"), &key.serialize_pem());
         (c.display().to_string(), k.display().to_string())
     }
 }
 
-async fn tls_backend(name: &str, cert: &(String, String), client_ca: Option<&str>) -> RunningBackend {
+async fn tls_backend(
+    name: &str,
+    cert: &(String, String),
+    client_ca: Option<&str>,
+) -> RunningBackend {
     let tls = backend_server::tls::server_config(
         cert.0.as_ref(),
         cert.1.as_ref(),
@@ -58,7 +66,10 @@ async fn tls_backend(name: &str, cert: &(String, String), client_ca: Option<&str
     backend_server::spawn_with(
         "127.0.0.1:0".parse().unwrap(),
         BackendState::new(name, Behaviour::default()),
-        ServeOptions { tls: Some(tls), grpc: false },
+        ServeOptions {
+            tls: Some(tls),
+            grpc: false,
+        },
     )
     .await
     .unwrap()
@@ -68,7 +79,10 @@ async fn grpc_backend(name: &str, behaviour: Behaviour) -> RunningBackend {
     backend_server::spawn_with(
         "127.0.0.1:0".parse().unwrap(),
         BackendState::new(name, behaviour),
-        ServeOptions { tls: None, grpc: true },
+        ServeOptions {
+            tls: None,
+            grpc: true,
+        },
     )
     .await
     .unwrap()
@@ -87,17 +101,46 @@ async fn https_backends_are_verified_against_the_group_ca() {
         "    protocol: https\n    tls:\n      ca_file: {}\n{CHECKS}    passive_health:\n      enabled: false\n",
         ca.ca_file()
     );
-    let sy = Switchyard::start(&single_group("", &settings, &backend_list(&[&good, &wrong_name, &other_ca]))).await;
+    let sy = Switchyard::start(&single_group(
+        "",
+        &settings,
+        &backend_list(&[&good, &wrong_name, &other_ca]),
+    ))
+    .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let answers = load(&sy.url("/x"), 60, 3).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{:?}", statuses(&answers));
-    assert_eq!(shares(&answers).get("good").copied(), Some(60), "{:?}", shares(&answers));
-    assert_eq!(wrong_name.state().requests_served() + other_ca.state().requests_served(), 0);
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        statuses(&answers)
+    );
+    assert_eq!(
+        shares(&answers).get("good").copied(),
+        Some(60),
+        "{:?}",
+        shares(&answers)
+    );
+    assert_eq!(
+        wrong_name.state().requests_served() + other_ca.state().requests_served(),
+        0
+    );
     let m = sy.metrics().await;
     for bad in [&wrong_name, &other_ca] {
         let label = bad.addr().to_string();
         assert!(
-            metric_sum(&m, "lb_health_checks_total", &[("backend", &label), ("result", "failure")]) >= 1.0,
+            metric_sum(
+                &m,
+                "lb_health_checks_total",
+                &[("backend", &label), ("result", "failure")]
+            ) >= 1.0,
+            "{m}"
+        );
+        assert!(
+            metric_sum(
+                &m,
+                "lb_health_check_failures_total",
+                &[("backend", &label), ("kind", "tls")]
+            ) >= 1.0,
             "{m}"
         );
         assert_eq!(metric_sum(&m, "lb_backend_up", &[("backend", &label)]), 0.0);
@@ -108,8 +151,16 @@ async fn https_backends_are_verified_against_the_group_ca() {
 async fn an_mtls_backend_answers_only_with_a_client_certificate() {
     let ca = TestCa::new("mtls");
     let client_ca = TestCa::new("clients");
-    let backend = tls_backend("mtls", &ca.issue("server", &["127.0.0.1"]), Some(&client_ca.ca_file())).await;
-    let base = format!("    protocol: https\n    tls:\n      ca_file: {}\n", ca.ca_file());
+    let backend = tls_backend(
+        "mtls",
+        &ca.issue("server", &["127.0.0.1"]),
+        Some(&client_ca.ca_file()),
+    )
+    .await;
+    let base = format!(
+        "    protocol: https\n    tls:\n      ca_file: {}\n",
+        ca.ca_file()
+    );
     let without = Switchyard::start(&single_group(
         "",
         &format!("{base}    health_check:\n      enabled: false\n    max_retries: 0\n"),
@@ -118,6 +169,10 @@ async fn an_mtls_backend_answers_only_with_a_client_certificate() {
     .await;
     let refused = get(&client(None), &without.url("/x")).await;
     assert_eq!(refused.status, 502, "{refused:?}");
+    let m = without.metrics().await;
+    let label = backend.addr().to_string();
+    let errors = metric_sum(&m, "lb_upstream_errors_total", &[("backend", &label)]);
+    assert!(errors >= 1.0, "{m}");
     let (cert, key) = client_ca.issue("client", &["switchyard.test"]);
     let with = Switchyard::start(&single_group(
         "",
@@ -137,14 +192,36 @@ async fn http2_upstreams_reuse_their_connections() {
     let tls = tls_backend("h2tls", &ca.issue("h2", &["127.0.0.1"]), None).await;
     for (backend, settings) in [
         (&plain, "    protocol_version: http2\n".to_string()),
-        (&tls, format!("    protocol: https\n    protocol_version: http2\n    tls:\n      ca_file: {}\n", ca.ca_file())),
+        (
+            &tls,
+            format!(
+                "    protocol: https\n    protocol_version: http2\n    tls:\n      ca_file: {}\n",
+                ca.ca_file()
+            ),
+        ),
     ] {
         let settings = format!("{settings}    health_check:\n      enabled: false\n");
         let sy = Switchyard::start(&single_group("", &settings, &backend_list(&[backend]))).await;
         let answers = load(&sy.url("/x"), 1000, 8).await;
-        assert!(answers.iter().all(|a| a.status == 200), "{:?}", statuses(&answers));
+        assert!(
+            answers.iter().all(|a| a.status == 200),
+            "{:?}",
+            statuses(&answers)
+        );
+        let seen = backend.state().recent_requests();
+        assert!(
+            seen.iter().all(|r| r.version == "HTTP/2.0"),
+            "{:?}",
+            seen.first()
+        );
+        // At most one connection per concurrent client (Pingora may open a second one while
+        // the first is briefly out of its pool), never one per request.
         let connections = backend.state().connections_accepted();
-        assert!(connections <= 4, "{} new upstream connections for 1000 requests", connections);
+        assert!(
+            connections <= 8,
+            "{} new upstream connections for 1000 requests",
+            connections
+        );
     }
 }
 
@@ -156,7 +233,9 @@ fn grpc_config(backends: &[&RunningBackend], extra_route: &str) -> String {
 }
 
 async fn grpc_client(port: u16) -> DemoClient<tonic::transport::Channel> {
-    DemoClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap()
+    DemoClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -171,7 +250,9 @@ async fn grpc_calls_reach_every_backend_and_streams_pass_through() {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for i in 0..90 {
         let reply = c
-            .echo(EchoRequest { message: format!("m{i}") })
+            .echo(EchoRequest {
+                message: format!("m{i}"),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -179,7 +260,11 @@ async fn grpc_calls_reach_every_backend_and_streams_pass_through() {
         *seen.entry(reply.backend).or_default() += 1;
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
-    let mut stream = c.count(CountRequest { up_to: 50 }).await.unwrap().into_inner();
+    let mut stream = c
+        .count(CountRequest { up_to: 50 })
+        .await
+        .unwrap()
+        .into_inner();
     let mut n = 0;
     while let Some(item) = stream.message().await.unwrap() {
         n += 1;
@@ -190,36 +275,81 @@ async fn grpc_calls_reach_every_backend_and_streams_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backend_answering_unavailable_stops_getting_calls() {
-    let failing = Behaviour { error_rate: 1.0, error_status: 503, ..Behaviour::default() };
+    let failing = Behaviour {
+        error_rate: 1.0,
+        error_status: 503,
+        ..Behaviour::default()
+    };
     let backends = [
-        grpc_backend("ok1", Behaviour { delay_ms: 5, ..Behaviour::default() }).await,
-        grpc_backend("ok2", Behaviour { delay_ms: 5, ..Behaviour::default() }).await,
+        grpc_backend(
+            "ok1",
+            Behaviour {
+                delay_ms: 5,
+                ..Behaviour::default()
+            },
+        )
+        .await,
+        grpc_backend(
+            "ok2",
+            Behaviour {
+                delay_ms: 5,
+                ..Behaviour::default()
+            },
+        )
+        .await,
         grpc_backend("unavailable", failing).await,
     ];
     let sy = Switchyard::start(&grpc_config(&backends.iter().collect::<Vec<_>>(), "")).await;
     let mut c = grpc_client(sy.port).await;
     let mut failures = 0;
     for i in 0..200 {
-        if let Err(status) = c.echo(EchoRequest { message: format!("m{i}") }).await {
+        if let Err(status) = c
+            .echo(EchoRequest {
+                message: format!("m{i}"),
+            })
+            .await
+        {
             assert_eq!(status.code(), tonic::Code::Unavailable);
             failures += 1;
         }
     }
     // The fast UNAVAILABLE answers are failures to the latency estimate, not fast successes.
-    assert!(failures * 20 < 200, "{failures} of 200 calls went to the failing backend");
+    assert!(
+        failures * 20 < 200,
+        "{failures} of 200 calls went to the failing backend"
+    );
     let m = sy.metrics().await;
     let label = backends[2].addr().to_string();
-    assert!(metric_sum(&m, "lb_upstream_errors_total", &[("backend", &label), ("kind", "grpc_status")]) >= 1.0, "{m}");
+    assert!(
+        metric_sum(
+            &m,
+            "lb_upstream_errors_total",
+            &[("backend", &label), ("kind", "grpc_status")]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_clients_get_grpc_statuses_from_the_proxy_itself() {
-    let down = grpc_backend("down", Behaviour { healthy: false, ..Behaviour::default() }).await;
+    let down = grpc_backend(
+        "down",
+        Behaviour {
+            healthy: false,
+            ..Behaviour::default()
+        },
+    )
+    .await;
     let sy = Switchyard::start(&grpc_config(&[&down], "")).await;
     // NOT_SERVING fails the gRPC health check: no backend is left.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let mut c = grpc_client(sy.port).await;
-    let err = c.echo(EchoRequest { message: "x".into() }).await.unwrap_err();
+    let err = c
+        .echo(EchoRequest {
+            message: "x".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("no backend"), "{err:?}");
 
@@ -227,8 +357,18 @@ async fn grpc_clients_get_grpc_statuses_from_the_proxy_itself() {
     let limited = "    rate_limit: {rate: 1, burst: 1, key: global}\n";
     let sy = Switchyard::start(&grpc_config(&[&up], limited)).await;
     let mut c = grpc_client(sy.port).await;
-    assert!(c.echo(EchoRequest { message: "1".into() }).await.is_ok());
-    let err = c.echo(EchoRequest { message: "2".into() }).await.unwrap_err();
+    assert!(c
+        .echo(EchoRequest {
+            message: "1".into()
+        })
+        .await
+        .is_ok());
+    let err = c
+        .echo(EchoRequest {
+            message: "2".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     let m = sy.metrics().await;
     assert_eq!(metric_sum(&m, "lb_rate_limited_total", &[]), 1.0);

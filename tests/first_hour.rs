@@ -8,7 +8,8 @@ use support::*;
 
 /// The first ```yaml block after `heading` in README.md.
 fn readme_yaml_after(heading: &str) -> String {
-    let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let section = &readme[readme.find(heading).expect("heading in README")..];
     let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
     let end = start + section[start..].find("```").unwrap();
@@ -25,7 +26,10 @@ fn the_readme_configuration_example_passes_the_check() {
             "      self_signed: true\n",
         )
         .replace("/etc/switchyard/admin-token", &token.display().to_string());
-    assert!(yaml.contains("self_signed: true"), "the example's TLS listener moved:\n{yaml}");
+    assert!(
+        yaml.contains("self_signed: true"),
+        "the example's TLS listener moved:\n{yaml}"
+    );
     let path = dir.write("readme.yaml", &yaml);
     let out = Command::new(switchyard_bin())
         .arg("-t")
@@ -42,11 +46,18 @@ fn the_readme_configuration_example_passes_the_check() {
 
 #[test]
 fn the_readme_policy_examples_pass_the_check() {
-    for heading in ["### Weighted splits", "### Progressive canary", "### Shadow traffic", "### Fault injection"] {
+    for heading in [
+        "### Weighted splits",
+        "### Progressive canary",
+        "### Shadow traffic",
+        "### Fault injection",
+    ] {
         let routes = readme_yaml_after(heading);
         let mut groups = String::from("target_groups:\n");
         for name in ["shop-v1", "shop-v2", "search", "search-next", "checkout"] {
-            groups.push_str(&format!("  - name: {name}\n    backends: [{{address: 127.0.0.1:1}}]\n"));
+            groups.push_str(&format!(
+                "  - name: {name}\n    backends: [{{address: 127.0.0.1:1}}]\n"
+            ));
         }
         let yaml = format!("listeners:\n  - address: 127.0.0.1:1\n{groups}{routes}");
         let out = check_config(&yaml);
@@ -90,7 +101,10 @@ async fn every_counter_exists_at_zero_right_after_start() {
     ] {
         assert!(m.contains(&series), "missing {series} in:\n{m}");
     }
-    assert!(!m.contains("lb_discovery_refreshes_total{"), "static groups do no discovery:\n{m}");
+    assert!(
+        !m.contains("lb_discovery_refreshes_total{"),
+        "static groups do no discovery:\n{m}"
+    );
     let promtool = require_tool("promtool", "apt-get install prometheus");
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
@@ -106,6 +120,41 @@ async fn every_counter_exists_at_zero_right_after_start() {
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_readme_backend_protocols_example_passes_the_check() {
+    let dir = TempDir::new();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["lb.internal".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let files = [
+        ("/etc/switchyard/backend-ca.pem", ca.pem()),
+        ("/etc/switchyard/lb-client.pem", client.pem()),
+        ("/etc/switchyard/lb-client.key", client_key.serialize_pem()),
+    ];
+    let mut yaml = readme_yaml_after("## Backend protocols");
+    for (path, pem) in &files {
+        assert!(
+            yaml.contains(path),
+            "the example no longer uses {path}:\n{yaml}"
+        );
+        let local = dir.write(path.rsplit('/').next().unwrap(), pem);
+        yaml = yaml.replace(path, &local.display().to_string());
+    }
+    let yaml = format!("listeners:\n  - address: 127.0.0.1:1\n{yaml}routes:\n  - path_prefix: /pay\n    target_group: payments\n  - path_prefix: /\n    target_group: greeter\n");
+    let out = check_config(&yaml);
+    assert!(
+        out.status.success(),
+        "{}\n{yaml}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

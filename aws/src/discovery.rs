@@ -34,7 +34,9 @@ impl Ec2Source {
 
     async fn client(&self) -> &aws_sdk_ec2::Client {
         self.client
-            .get_or_init(|| async { aws_sdk_ec2::Client::new(&sdk_config(&self.query.target).await) })
+            .get_or_init(|| async {
+                aws_sdk_ec2::Client::new(&sdk_config(&self.query.target).await)
+            })
             .await
     }
 

@@ -44,6 +44,8 @@ pub const RECENT_REQUESTS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SeenRequest {
     pub method: String,
+    /// The HTTP version it arrived over, as `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     /// Path and query.
     pub target: String,
     /// Every header, names in lower case.

@@ -118,6 +118,7 @@ fn grpc_router(state: Arc<BackendState>) -> Router {
 }
 
 /// `/_control` alone (beside the gRPC services).
+#[cfg(feature = "grpc")]
 fn control_router(state: Arc<BackendState>) -> Router {
     Router::new()
         .route("/_control", get(show_control).put(update_control))
@@ -149,7 +150,11 @@ async fn accept_loop(
             let builder = ConnBuilder::new(TokioExecutor::new());
             let serve = async {
                 let result = match acceptor {
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
                     Some(acceptor) => match acceptor.accept(stream).await {
                         Ok(tls) => builder.serve_connection(TokioIo::new(tls), service).await,
                         Err(e) => {
@@ -232,6 +237,7 @@ async fn serve_any(State(state): State<Arc<BackendState>>, req: Request) -> Resp
     let req = Request::from_parts(parts, axum::body::Body::empty());
     state.remember(crate::SeenRequest {
         method: req.method().to_string(),
+        version: format!("{:?}", req.version()),
         target: req
             .uri()
             .path_and_query()

@@ -22,10 +22,10 @@ use pingora_load_balancing::Backend;
 use tokio::sync::Mutex;
 
 use super::static_list::backend_for;
-use switchyard_aws::discovery::{Ec2Source, Query};
-use switchyard_aws::AwsTarget;
 use crate::config::{BackendSpec, Ec2Settings};
 use crate::metrics::Metrics;
+use switchyard_aws::discovery::{Ec2Source, Query};
+use switchyard_aws::AwsTarget;
 
 /// Discovery of EC2 instances.
 pub struct Ec2Discovery {

@@ -33,7 +33,11 @@ impl UpstreamPeers {
     /// The peer template of `config`; reads its CA bundle and client certificate.
     pub fn load(config: &TargetGroupConfig) -> anyhow::Result<Self> {
         let tls = config.upstream.tls.as_ref();
-        let mut template = HttpPeer::new(SocketAddr::from(([127, 0, 0, 1], 0)), tls.is_some(), String::new());
+        let mut template = HttpPeer::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls.is_some(),
+            String::new(),
+        );
         let t = config.timeouts;
         let o = &mut template.options;
         o.connection_timeout = Some(t.connect);
@@ -57,6 +61,11 @@ impl UpstreamPeers {
             server_name: tls.and_then(|t| t.server_name.clone()),
             template,
         })
+    }
+
+    /// Whether backends are reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The peer for `addr`.
@@ -112,8 +121,9 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
         anyhow::bail!("{} holds no PEM certificate", path.display());
     }
     for der in &certs {
-        x509_parser::parse_x509_certificate(der)
-            .map_err(|e| anyhow::anyhow!("{}: a certificate does not parse: {e}", path.display()))?;
+        x509_parser::parse_x509_certificate(der).map_err(|e| {
+            anyhow::anyhow!("{}: a certificate does not parse: {e}", path.display())
+        })?;
     }
     Ok(certs)
 }

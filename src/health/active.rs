@@ -43,7 +43,12 @@ pub struct ProbeCheck {
 impl ProbeCheck {
     /// A check for group `group` with `settings`, reaching backends through `peers`. The
     /// probe's `Host` header is the configured host or, as Envoy does, the group's name.
-    pub fn new(group: &str, settings: &HealthCheckSettings, peers: Arc<UpstreamPeers>, grpc: bool) -> Self {
+    pub fn new(
+        group: &str,
+        settings: &HealthCheckSettings,
+        peers: Arc<UpstreamPeers>,
+        grpc: bool,
+    ) -> Self {
         Self {
             peers,
             connector: Connector::new(None),
@@ -75,11 +80,15 @@ impl ProbeCheck {
     async fn http_check(&self, session: &mut HttpSession) -> pingora_error::Result<()> {
         let mut req = RequestHeader::build("GET", self.path.as_bytes(), None)?;
         req.insert_header("host", &self.host)?;
+        self.set_authority(&mut req, session);
         req.insert_header("user-agent", "switchyard-health-check")?;
         session.write_request_header(Box::new(req)).await?;
         session.finish_request_body().await?;
         session.read_response_header().await?;
-        let status = session.response_header().map(|r| r.status.as_u16()).unwrap_or(0);
+        let status = session
+            .response_header()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         while session.read_response_body().await?.is_some() {}
         if self.expected.contains(status) {
             Ok(())
@@ -91,11 +100,30 @@ impl ProbeCheck {
         }
     }
 
+    /// HTTP/2 carries the host in the `:authority` pseudo-header, taken from the URI: as
+    /// Pingora's proxy does, make the URI absolute (`scheme://host/path`).
+    fn set_authority(&self, req: &mut RequestHeader, session: &HttpSession) {
+        if !matches!(session, HttpSession::H2(_)) {
+            return;
+        }
+        let scheme = if self.peers.is_tls() { "https" } else { "http" };
+        let path = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        if let Ok(uri) = format!("{scheme}://{}{path}", self.host).parse() {
+            req.set_uri(uri);
+        }
+    }
+
     async fn grpc_check(&self, session: &mut HttpSession) -> pingora_error::Result<()> {
         let mut req = RequestHeader::build("POST", GRPC_HEALTH_PATH.as_bytes(), None)?;
         req.insert_header("content-type", "application/grpc")?;
         req.insert_header("te", "trailers")?;
         req.insert_header("user-agent", "switchyard-health-check")?;
+        self.set_authority(&mut req, session);
         session.write_request_header(Box::new(req)).await?;
         session
             .write_request_body(Bytes::from_static(&GRPC_EMPTY_REQUEST), true)
@@ -119,10 +147,17 @@ impl ProbeCheck {
             .and_then(|v| v.parse::<u32>().ok());
         match (grpc_status, serving(&body)) {
             (Some(0), true) => Ok(()),
-            (Some(0), false) => Error::e_explain(ErrorType::Custom("grpc health"), "the server is not SERVING"),
+            (Some(0), false) => Error::e_explain(
+                ErrorType::Custom("grpc health"),
+                "the server is not SERVING",
+            ),
             (code, _) => Error::e_explain(
                 ErrorType::Custom("grpc health"),
-                format!("grpc-status {}", code.map(|c| c.to_string()).unwrap_or_else(|| "missing".into())),
+                format!(
+                    "grpc-status {}",
+                    code.map(|c| c.to_string())
+                        .unwrap_or_else(|| "missing".into())
+                ),
             ),
         }
     }

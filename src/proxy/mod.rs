@@ -323,7 +323,7 @@ impl ProxyHttp for Switchyard {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(a) = ctx.attempt.as_mut() {
-            a.failed(ErrorKind::ConnectFailure);
+            a.failed(outcome::connect_error_kind(&e));
         }
         // Nothing was sent: retrying elsewhere is always safe.
         e.set_retry(Self::may_retry(ctx));

@@ -44,8 +44,39 @@ pub fn upstream_error_kind(e: &Error) -> ErrorKind {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {
             ErrorKind::Timeout
         }
+        t if is_tls(t) => ErrorKind::Tls,
         _ => ErrorKind::ConnectionError,
     }
+}
+
+/// What a failure to connect says about the backend: TLS or plain connection trouble.
+pub fn connect_error_kind(e: &Error) -> ErrorKind {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => ErrorKind::Timeout,
+        t if is_tls(t) => ErrorKind::Tls,
+        _ => ErrorKind::ConnectFailure,
+    }
+}
+
+/// Why an active health check failed.
+pub fn health_check_error_kind(e: &Error) -> ErrorKind {
+    match e.etype() {
+        ErrorType::Custom(_) | ErrorType::CustomCode(..) => ErrorKind::BadAnswer,
+        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+            ErrorKind::ConnectFailure
+        }
+        _ => upstream_error_kind(e),
+    }
+}
+
+fn is_tls(t: &ErrorType) -> bool {
+    matches!(
+        t,
+        ErrorType::TLSHandshakeFailure
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError
+            | ErrorType::TLSWantX509Lookup
+    )
 }
 
 /// Whether `e` only says the client went away (normal: not worth an error log).

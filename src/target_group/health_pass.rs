@@ -46,8 +46,14 @@ impl TargetGroup {
             hc.unhealthy_threshold,
         );
         self.registry.probe_recorded();
-        self.metrics
-            .health_check(&self.config.name, stats.label(), result.is_ok());
+        self.metrics.health_check(
+            &self.config.name,
+            stats.label(),
+            result
+                .as_ref()
+                .err()
+                .map(|e| crate::proxy::outcome::health_check_error_kind(e)),
+        );
         let name = &self.config.name;
         match (flip, &result) {
             (Some(true), _) => {

@@ -35,10 +35,10 @@ pub mod demo_client {
         dead_code,
         missing_docs,
         clippy::wildcard_imports,
-        clippy::let_unit_value,
+        clippy::let_unit_value
     )]
-    use tonic::codegen::*;
     use tonic::codegen::http::Uri;
+    use tonic::codegen::*;
     #[derive(Debug, Clone)]
     pub struct DemoClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -69,10 +69,7 @@ pub mod demo_client {
             let inner = tonic::client::Grpc::with_origin(inner, origin);
             Self { inner }
         }
-        pub fn with_interceptor<F>(
-            inner: T,
-            interceptor: F,
-        ) -> DemoClient<InterceptedService<T, F>>
+        pub fn with_interceptor<F>(inner: T, interceptor: F) -> DemoClient<InterceptedService<T, F>>
         where
             F: tonic::service::Interceptor,
             T::ResponseBody: Default,
@@ -82,9 +79,8 @@ pub mod demo_client {
                     <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
                 >,
             >,
-            <T as tonic::codegen::Service<
-                http::Request<tonic::body::Body>,
-            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+            <T as tonic::codegen::Service<http::Request<tonic::body::Body>>>::Error:
+                Into<StdError> + std::marker::Send + std::marker::Sync,
         {
             DemoClient::new(InterceptedService::new(inner, interceptor))
         }
@@ -124,20 +120,14 @@ pub mod demo_client {
             &mut self,
             request: impl tonic::IntoRequest<super::EchoRequest>,
         ) -> std::result::Result<tonic::Response<super::EchoReply>, tonic::Status> {
-            self.inner
-                .ready()
-                .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
             let codec = tonic_prost::ProstCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/switchyard.demo.Demo/Echo",
-            );
+            let path = http::uri::PathAndQuery::from_static("/switchyard.demo.Demo/Echo");
             let mut req = request.into_request();
-            req.extensions_mut().insert(GrpcMethod::new("switchyard.demo.Demo", "Echo"));
+            req.extensions_mut()
+                .insert(GrpcMethod::new("switchyard.demo.Demo", "Echo"));
             self.inner.unary(req, path, codec).await
         }
         /// Stream the numbers 1..=up_to, each naming the backend.
@@ -148,18 +138,11 @@ pub mod demo_client {
             tonic::Response<tonic::codec::Streaming<super::CountReply>>,
             tonic::Status,
         > {
-            self.inner
-                .ready()
-                .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
+            self.inner.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("Service was not ready: {}", e.into()))
+            })?;
             let codec = tonic_prost::ProstCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/switchyard.demo.Demo/Count",
-            );
+            let path = http::uri::PathAndQuery::from_static("/switchyard.demo.Demo/Count");
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("switchyard.demo.Demo", "Count"));
@@ -174,7 +157,7 @@ pub mod demo_server {
         dead_code,
         missing_docs,
         clippy::wildcard_imports,
-        clippy::let_unit_value,
+        clippy::let_unit_value
     )]
     use tonic::codegen::*;
     /// Generated trait containing gRPC methods that should be implemented for use with DemoServer.
@@ -188,8 +171,7 @@ pub mod demo_server {
         /// Server streaming response type for the Count method.
         type CountStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::CountReply, tonic::Status>,
-            >
-            + std::marker::Send
+            > + std::marker::Send
             + 'static;
         /// Stream the numbers 1..=up_to, each naming the backend.
         async fn count(
@@ -218,10 +200,7 @@ pub mod demo_server {
                 max_encoding_message_size: None,
             }
         }
-        pub fn with_interceptor<F>(
-            inner: T,
-            interceptor: F,
-        ) -> InterceptedService<Self, F>
+        pub fn with_interceptor<F>(inner: T, interceptor: F) -> InterceptedService<Self, F>
         where
             F: tonic::service::Interceptor,
         {
@@ -276,21 +255,15 @@ pub mod demo_server {
                 "/switchyard.demo.Demo/Echo" => {
                     #[allow(non_camel_case_types)]
                     struct EchoSvc<T: Demo>(pub Arc<T>);
-                    impl<T: Demo> tonic::server::UnaryService<super::EchoRequest>
-                    for EchoSvc<T> {
+                    impl<T: Demo> tonic::server::UnaryService<super::EchoRequest> for EchoSvc<T> {
                         type Response = super::EchoReply;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::Response>,
-                            tonic::Status,
-                        >;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::EchoRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as Demo>::echo(&inner, request).await
-                            };
+                            let fut = async move { <T as Demo>::echo(&inner, request).await };
                             Box::pin(fut)
                         }
                     }
@@ -319,24 +292,17 @@ pub mod demo_server {
                 "/switchyard.demo.Demo/Count" => {
                     #[allow(non_camel_case_types)]
                     struct CountSvc<T: Demo>(pub Arc<T>);
-                    impl<
-                        T: Demo,
-                    > tonic::server::ServerStreamingService<super::CountRequest>
-                    for CountSvc<T> {
+                    impl<T: Demo> tonic::server::ServerStreamingService<super::CountRequest> for CountSvc<T> {
                         type Response = super::CountReply;
                         type ResponseStream = T::CountStream;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::ResponseStream>,
-                            tonic::Status,
-                        >;
+                        type Future =
+                            BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<super::CountRequest>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as Demo>::count(&inner, request).await
-                            };
+                            let fut = async move { <T as Demo>::count(&inner, request).await };
                             Box::pin(fut)
                         }
                     }
@@ -362,25 +328,19 @@ pub mod demo_server {
                     };
                     Box::pin(fut)
                 }
-                _ => {
-                    Box::pin(async move {
-                        let mut response = http::Response::new(
-                            tonic::body::Body::default(),
-                        );
-                        let headers = response.headers_mut();
-                        headers
-                            .insert(
-                                tonic::Status::GRPC_STATUS,
-                                (tonic::Code::Unimplemented as i32).into(),
-                            );
-                        headers
-                            .insert(
-                                http::header::CONTENT_TYPE,
-                                tonic::metadata::GRPC_CONTENT_TYPE,
-                            );
-                        Ok(response)
-                    })
-                }
+                _ => Box::pin(async move {
+                    let mut response = http::Response::new(tonic::body::Body::default());
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        tonic::Status::GRPC_STATUS,
+                        (tonic::Code::Unimplemented as i32).into(),
+                    );
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        tonic::metadata::GRPC_CONTENT_TYPE,
+                    );
+                    Ok(response)
+                }),
             }
         }
     }

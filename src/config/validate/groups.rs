@@ -114,7 +114,7 @@ fn group(c: &mut Checker, i: usize, g: &TargetGroupFile) -> Option<TargetGroupCo
     let sticky = sticky(c, i, g);
     strategy_needs(c, i, g, &health_check);
     let shed = shed(c, i, g);
-    let upstream = upstream(c, i, g, &health_check);
+    let upstream = upstream(c, i, g);
     if c.errors.len() > errors_before {
         return None;
     }
@@ -137,12 +137,8 @@ fn group(c: &mut Checker, i: usize, g: &TargetGroupFile) -> Option<TargetGroupCo
 }
 
 /// `protocol`, `protocol_version` and `tls`; certificates are read now, as for listeners.
-fn upstream(
-    c: &mut Checker,
-    i: usize,
-    g: &TargetGroupFile,
-    hc: &HealthCheckSettings,
-) -> UpstreamProtocol {
+/// The protocol, HTTP version and TLS settings towards the group's backends.
+fn upstream(c: &mut Checker, i: usize, g: &TargetGroupFile) -> UpstreamProtocol {
     let at = |f: &str| format!("target_groups[{i}].{f}");
     let version = match g.protocol_version.unwrap_or(ProtocolVersionFile::Http1) {
         ProtocolVersionFile::Http1 => ProtocolVersion::Http1,
@@ -155,7 +151,6 @@ fn upstream(
             "gRPC groups are checked with grpc.health.v1.Health/Check: the path does nothing",
         );
     }
-    let _ = hc;
     let https = g.protocol == Some(ProtocolFile::Https);
     let Some(t) = &g.tls else {
         return UpstreamProtocol {
@@ -169,7 +164,10 @@ fn upstream(
         };
     };
     if !https {
-        c.error(at("tls"), "TLS settings do nothing without `protocol: https`");
+        c.error(
+            at("tls"),
+            "TLS settings do nothing without `protocol: https`",
+        );
     }
     let file = |c: &mut Checker, key: &str, path: &Option<String>| {
         let p = path.as_ref().map(std::path::PathBuf::from);
@@ -187,13 +185,19 @@ fn upstream(
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
         _ => {
-            c.error(at("tls"), "give both `client_cert` and `client_key` for mTLS");
+            c.error(
+                at("tls"),
+                "give both `client_cert` and `client_key` for mTLS",
+            );
             None
         }
     };
     if let Some(name) = &t.server_name {
         if name.is_empty() || name.contains(['/', ' ', ':']) {
-            c.error(at("tls.server_name"), format!("`{name}` is not a host name"));
+            c.error(
+                at("tls.server_name"),
+                format!("`{name}` is not a host name"),
+            );
         }
     }
     if t.insecure_skip_verify {
