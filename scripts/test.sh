@@ -49,6 +49,10 @@ command -v moto_server >/dev/null || { echo "moto_server is missing from $VENV" 
 # AWS tests talk only to the emulator: never reach for instance metadata or real credentials.
 export AWS_EC2_METADATA_DISABLED=true
 
+# A clean build from scratch gains nothing from incremental compilation, whose caches would
+# only double the disk the build takes (override with CARGO_INCREMENTAL=1 when iterating).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # Every test binds only loopback; give the suite enough file descriptors.
 ulimit -n 65536 2>/dev/null || true
 

@@ -1,7 +1,7 @@
 //! Killing a backend under load costs clients nothing for GET requests: connect failures
 //! and dropped connections are retried on another backend, and the dead one is excluded.
 
-mod support;
+use crate::support;
 use std::time::Duration;
 use support::*;
 

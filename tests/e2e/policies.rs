@@ -2,7 +2,7 @@
 //! progressive canary that promotes a healthy canary and rolls back a failing one, shadow
 //! traffic, and fault injection.
 
-mod support;
+use crate::support;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

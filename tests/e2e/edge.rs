@@ -1,7 +1,7 @@
 //! The edge: TLS termination with HTTP/2, the HTTP→HTTPS redirect, token-bucket rate limits,
 //! overload shedding and request limits, through a real switchyard and real backends.
 
-mod support;
+use crate::support;
 use std::time::{Duration, Instant};
 
 use backend_server::RunningBackend;

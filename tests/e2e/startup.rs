@@ -2,7 +2,7 @@
 //! seconds, nothing half-started; SIGTERM stops an idle instance at once (whatever its grace
 //! period) and lets requests in flight finish first.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! (`redis-server`, started here), a local fallback when Redis is down, stickiness that agrees
 //! on every node, and nodes that do not depend on each other.
 
-mod support;
+use crate::support;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

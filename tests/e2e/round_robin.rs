@@ -1,6 +1,6 @@
 //! Round robin spreads evenly and honours weights.
 
-mod support;
+use crate::support;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

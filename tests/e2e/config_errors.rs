@@ -3,7 +3,7 @@
 //! process (`config::parse`, no process needed); what only the binary does — exit codes,
 //! output, nothing bound, certificates at a real start — is checked on the real binary.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use support::*;
 use switchyard::config::{self, ConfigError};

@@ -1,7 +1,7 @@
 //! What a new user meets in the first hour: the README's configuration example passes `-t`,
 //! every counter exists from the start, the demo stays on loopback.
 
-mod support;
+use crate::support;
 use std::process::Command;
 
 use support::*;

@@ -2,7 +2,7 @@
 //! keeps what was learned, and the runtime API (drain, weights, add, remove) behind a bearer
 //! token — under load, with every response counted.
 
-mod support;
+use crate::support;
 use std::time::Duration;
 
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Path routing to target groups, the status route, 404, prefix stripping and forwarded
 //! headers, through a real switchyard process and real demo backends.
 
-mod support;
+use crate::support;
 use support::*;
 
 async fn two_clusters() -> (Switchyard, Vec<backend_server::RunningBackend>) {

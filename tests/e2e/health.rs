@@ -1,7 +1,7 @@
 //! Active health checks: a backend made unhealthy stops receiving traffic after its
 //! thresholds and comes back when healthy; a fully unhealthy group fails open.
 
-mod support;
+use crate::support;
 use std::time::Duration;
 use support::*;
 

@@ -2,7 +2,7 @@
 //! traffic, `promtool check metrics` on a real scrape, a real Prometheus server scraping
 //! switchyard, and the dashboard rendered by headless Chromium.
 
-mod support;
+use crate::support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! (`moto_server`). Instances get private IPs in 127.0.0.0/24, where demo backends listen, so
 //! discovered instances are real, reachable backends. Only loopback is ever contacted.
 
-mod support;
+use crate::support;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::Command;

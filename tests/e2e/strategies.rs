@@ -1,7 +1,7 @@
 //! Selection strategies end to end: real demo backends with different latencies, a real
 //! switchyard, bounded concurrent load, and assertions on which backend answered.
 
-mod support;
+use crate::support;
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! HTTPS, HTTP/2 and gRPC to backends, end to end: real demo backends in HTTPS and gRPC mode,
 //! a test CA made here, a tonic client through the real switchyard.
 
-mod support;
+use crate::support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;

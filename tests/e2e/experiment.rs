@@ -5,7 +5,7 @@ use std::path::Path;
 
 use loadtest::experiment::{profiles, run_profile, ExperimentArgs};
 
-mod support;
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_beats_round_robin_on_a_flaky_backend() {

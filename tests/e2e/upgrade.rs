@@ -3,7 +3,7 @@
 //! listeners: a good upgrade under load loses no request, and an upgrade that cannot succeed
 //! exits non-zero while the old process keeps serving, also with no failed request.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use std::time::Duration;
 
