@@ -93,6 +93,9 @@ fn completes_head(tail: &mut [u8; 3], new: &[u8]) -> bool {
 }
 
 impl AsyncRead for HeadDeadline {
+    /// The deadline costs nothing while heads arrive whole: the clock is read only when a head
+    /// is split across reads, and the timer is polled (registered) only when the read would
+    /// wait with a head still incomplete, which is also when a trickling client is caught.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -105,28 +108,31 @@ impl AsyncRead for HeadDeadline {
             this.armed = false;
             this.tail = [0; 3];
         }
-        if this.armed && !this.head_done && this.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "request head took too long",
-            )));
-        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if !this.head_done {
-            if let Poll::Ready(Ok(())) = &res {
+        if this.head_done {
+            return res;
+        }
+        match &res {
+            Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if !new.is_empty() {
-                    if !this.armed {
+                    if completes_head(&mut this.tail, new) {
+                        this.head_done = true;
+                    } else if !this.armed {
                         this.armed = true;
                         let at = Instant::now() + this.timeout;
                         this.deadline.as_mut().reset(at);
                     }
-                    if completes_head(&mut this.tail, new) {
-                        this.head_done = true;
-                    }
                 }
             }
+            Poll::Pending if this.armed && this.deadline.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request head took too long",
+                )));
+            }
+            _ => {}
         }
         res
     }

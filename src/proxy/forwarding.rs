@@ -1,6 +1,8 @@
 //! What the proxy adds to a request on its way to a backend: `X-Forwarded-For` (appended),
 //! `X-Forwarded-Proto`, `X-Forwarded-Host`, `Via`, and the route's prefix stripped.
 
+use std::net::IpAddr;
+
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
@@ -26,17 +28,11 @@ pub fn add_forwarding_headers(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let xff = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
-        };
+        let xff = forwarded_for(upstream.headers.get("x-forwarded-for"), ip);
         upstream.insert_header("x-forwarded-for", xff)?;
     }
-    upstream.insert_header("x-forwarded-proto", downstream_scheme(session))?;
+    let proto = http::HeaderValue::from_static(downstream_scheme(session));
+    upstream.insert_header("x-forwarded-proto", proto)?;
     let req = session.req_header();
     if let Some(host) = req.headers.get(http::header::HOST).cloned() {
         upstream.insert_header("x-forwarded-host", host)?;
@@ -47,6 +43,45 @@ pub fn add_forwarding_headers(
         upstream.append_header("via", via.clone())?;
     }
     Ok(())
+}
+
+/// `X-Forwarded-For` with `ip` appended to what the request carried (without going through
+/// `format!`: this runs for every request).
+fn forwarded_for(previous: Option<&http::HeaderValue>, ip: IpAddr) -> http::HeaderValue {
+    let mut out = Vec::with_capacity(64);
+    if let Some(prev) = previous
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.trim_ascii().is_empty())
+    {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    write_ip(&mut out, ip);
+    // Previous values were valid header bytes and an address is ASCII.
+    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Remove `prefix` from the path of `upstream`.
@@ -70,4 +105,23 @@ pub fn host_of(req: &RequestHeader) -> Option<&str> {
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client_address() {
+        let v4: IpAddr = "10.0.12.255".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4), "10.0.12.255");
+        let zero: IpAddr = "0.9.100.1".parse().unwrap();
+        assert_eq!(forwarded_for(None, zero), "0.9.100.1");
+        let prev = http::HeaderValue::from_static("203.0.113.7");
+        assert_eq!(forwarded_for(Some(&prev), v4), "203.0.113.7, 10.0.12.255");
+        let blank = http::HeaderValue::from_static("  ");
+        assert_eq!(forwarded_for(Some(&blank), v4), "10.0.12.255");
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(forwarded_for(Some(&prev), v6), "203.0.113.7, ::1");
+    }
 }

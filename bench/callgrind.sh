@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# callgrind.sh -- which functions a proxied request's user-space instructions go to.
+#
+#   bench/callgrind.sh [N] [OUT] [BIN] [CONFIG]
+#
+# Starts three NGINX backends and Switchyard (bench/switchyard-bench-metrics-on.yaml) under
+# valgrind's callgrind, sends N serial requests with hey (default 5000), stops the proxy and
+# writes the profile to OUT (default /tmp/switchyard.callgrind). Read it with
+# `callgrind_annotate --inclusive=yes OUT | head -80`. Counts include start-up: compare two
+# profiles taken with the same N. Loopback only; bounded by N.
+set -eu
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+N=${1:-5000}
+OUT=${2:-/tmp/switchyard.callgrind}
+BIN=${3:-$HERE/target/release/switchyard}
+CONFIG=${4:-$HERE/bench/switchyard-bench-metrics-on.yaml}
+PORT=$(awk '/address: 127.0.0.1:181/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
+RUN=$(mktemp -d /tmp/switchyard-callgrind.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+cat >"$RUN/be.conf" <<EOF
+worker_processes 1; daemon off; pid $RUN/be.pid; error_log $RUN/be.log warn;
+events { worker_connections 4096; }
+http { access_log off; default_type text/plain; keepalive_requests 100000000;
+  server { listen 127.0.0.1:18001; location / { return 200 "hello world!\n"; } }
+  server { listen 127.0.0.1:18002; location / { return 200 "hello world!\n"; } }
+  server { listen 127.0.0.1:18003; location / { return 200 "hello world!\n"; } } }
+EOF
+nginx -e "$RUN/be.log" -p "$RUN/" -c "$RUN/be.conf" &
+PIDS+=($!)
+valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" -c "$CONFIG" 2>"$RUN/vg.log" &
+VG=$!
+PIDS+=($VG)
+for _ in $(seq 300); do
+  [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" = 200 ] && break
+  sleep 0.3
+done
+timeout 600 hey -n "$N" -c 1 "http://127.0.0.1:$PORT/" | grep -E "Requests/sec|\[200\]"
+kill -INT "$VG"
+wait "$VG" || true
+echo "profile: $OUT"
