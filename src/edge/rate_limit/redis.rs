@@ -11,9 +11,17 @@
 //! `lb_rate_limit_store_errors_total`, `lb_rate_limit_store_fallback` set to 1): requests use
 //! the node's local buckets without touching Redis, while the background upkeep pings Redis
 //! once a second and switches back as soon as it answers.
+//!
+//! Requests use a connection of the thread that serves them. A connection's driver task runs
+//! on the runtime that made it: one shared with the upkeep's runtime made every call hop to
+//! another thread and back (two wake-ups through the kernel per request, measured in
+//! `bench/README.md`). Each serving thread gets its own connection on first use; until it is
+//! up, that thread's calls go through the upkeep's connection.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -50,7 +58,15 @@ pub struct RedisStore {
     /// The URL without credentials, for logs and metric labels.
     label: String,
     client: Option<redis::Client>,
+    /// The upkeep's connection: probes, and calls from a thread whose own is not up yet.
     connection: ArcSwap<Option<ConnectionManager>>,
+    /// One connection per thread that serves requests, made on that thread's runtime.
+    per_thread: Arc<ArcSwap<Vec<(ThreadId, ConnectionManager)>>>,
+    /// Threads whose connection is being made.
+    connecting: Arc<Mutex<HashSet<ThreadId>>>,
+    /// Bumped whenever the per-thread connections are dropped, so that one being made across
+    /// a failure is not kept.
+    generation: Arc<AtomicU64>,
     healthy: AtomicBool,
     /// Whether the fallback was already logged (once per episode).
     reported: AtomicBool,
@@ -78,6 +94,9 @@ impl RedisStore {
             label,
             client,
             connection: ArcSwap::from_pointee(None),
+            per_thread: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            connecting: Arc::new(Mutex::new(HashSet::new())),
+            generation: Arc::new(AtomicU64::new(0)),
             healthy: AtomicBool::new(false),
             reported: AtomicBool::new(false),
             last_probe: Mutex::new(None),
@@ -98,7 +117,10 @@ impl RedisStore {
         if !self.healthy.load(Relaxed) {
             return None;
         }
-        let mut connection = (*self.connection.load_full()).clone()?;
+        let mut connection = match self.this_threads_connection() {
+            Some(c) => c,
+            None => (*self.connection.load_full()).clone()?,
+        };
         let interval_us = (1e6 / rate).round().max(1.0) as i64;
         let tolerance_us = (burst * interval_us as f64).round() as i64;
         let mut call = self.script.key(key);
@@ -125,7 +147,57 @@ impl RedisStore {
         }
     }
 
+    /// The connection of the calling thread; when it has none yet, starts making one on this
+    /// thread's runtime and returns `None` for now.
+    fn this_threads_connection(&self) -> Option<ConnectionManager> {
+        let thread = std::thread::current().id();
+        if let Some((_, c)) = self.per_thread.load().iter().find(|(t, _)| *t == thread) {
+            return Some(c.clone());
+        }
+        let client = self.client.clone()?;
+        if !self.connecting.lock().insert(thread) {
+            return None;
+        }
+        let config = self.manager_config();
+        let per_thread = self.per_thread.clone();
+        let connecting = self.connecting.clone();
+        let generation = self.generation.clone();
+        let started_in = generation.load(Relaxed);
+        tokio::spawn(async move {
+            match ConnectionManager::new_with_config(client, config).await {
+                Ok(_) if generation.load(Relaxed) != started_in => {}
+                Ok(c) => {
+                    per_thread.rcu(|list| {
+                        let mut list = Vec::clone(list);
+                        list.push((thread, c.clone()));
+                        list
+                    });
+                }
+                // The upkeep's connection serves this thread meanwhile; try again later.
+                Err(_) => tokio::time::sleep(PROBE_EVERY).await,
+            }
+            connecting.lock().remove(&thread);
+        });
+        None
+    }
+
+    fn drop_per_thread_connections(&self) {
+        self.generation.fetch_add(1, Relaxed);
+        self.per_thread.store(Arc::new(Vec::new()));
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        let timeout = self.settings.timeout.max(Duration::from_millis(500));
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+    }
+
     fn fall_back(&self, why: &str) {
+        // A failed connection is not trusted again: each thread makes a new one once the
+        // store answers, so a stale one cannot flip the store back into fallback.
+        self.drop_per_thread_connections();
         self.metrics.rate_limit_store_error(&self.label);
         if self.healthy.swap(false, Relaxed) {
             self.metrics.rate_limit_store_fallback(&self.label, true);
@@ -163,14 +235,7 @@ impl RedisStore {
             let mut connection = match (*self.connection.load_full()).clone() {
                 Some(c) => c,
                 None => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(
-                            self.settings.timeout.max(Duration::from_millis(500)),
-                        ))
-                        .set_response_timeout(Some(
-                            self.settings.timeout.max(Duration::from_millis(500)),
-                        ))
-                        .set_number_of_retries(1);
+                    let config = self.manager_config();
                     let c = ConnectionManager::new_with_config(client.clone(), config).await?;
                     self.connection.store(Arc::new(Some(c.clone())));
                     c
@@ -183,6 +248,7 @@ impl RedisStore {
         };
         match tokio::time::timeout(Duration::from_secs(2), probe).await {
             Ok(Ok(())) => {
+                self.drop_per_thread_connections();
                 self.healthy.store(true, Relaxed);
                 self.metrics.rate_limit_store_fallback(&self.label, false);
                 if self.reported.swap(false, Relaxed) {

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# h2-tls.sh -- HTTP/2 over TLS 1.3 downstream, HTTP/1.1 upstream: Switchyard and NGINX side by
+# side on the same three NGINX backends, interleaved, in one run.
+#
+#   bench/h2-tls.sh [-n REQUESTS] [-c CONNS] [-m STREAMS] [-r REPS] [--handshakes K]
+#
+# Two measurements per proxy, each repeated -r times in A B A B order, medians:
+#  1. requests: `h2load -n N -c C -m M https://…/` (keep-alive, multiplexed streams):
+#     requests/s, mean latency, proxy CPU µs per request;
+#  2. handshakes: K rounds of `h2load -n 100 -c 100 -m 1` (one request per new connection, so
+#     one full TLS 1.3 handshake each): new connections per CPU-second of the proxy.
+# Both proxies use the same ECDSA P-256 certificate, one worker, keep-alive to the backends
+# (NGINX `keepalive 64`). h2load and the backends run on CPU 0, the proxy on CPU 1. Proxy CPU
+# is utime+stime from /proc (NGINX: master + worker). Loopback only; every run is bounded by
+# its request count. Build first: cargo build --release.
+set -eu
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+N=100000; CONNS=50; STREAMS=10; REPS=3; ROUNDS=10
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n) N=$2; shift 2;;
+    -c) CONNS=$2; shift 2;;
+    -m) STREAMS=$2; shift 2;;
+    -r) REPS=$2; shift 2;;
+    --handshakes) ROUNDS=$2; shift 2;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac
+done
+BIN=${SWITCHYARD_BIN:-$HERE/target/release/switchyard}
+export PATH="$PATH:/usr/sbin"
+for tool in h2load nginx openssl; do command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }; done
+RUN=$(mktemp -d /tmp/switchyard-h2-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+
+cat >"$RUN/be.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $RUN/be.pid;
+error_log $RUN/be.log warn;
+events { worker_connections 10000; multi_accept on; }
+http {
+  access_log off;
+  default_type text/plain;
+  keepalive_requests 100000000;
+  server { listen 127.0.0.1:18001 reuseport; location / { return 200 "hello world!\n"; } }
+  server { listen 127.0.0.1:18002 reuseport; location / { return 200 "hello world!\n"; } }
+  server { listen 127.0.0.1:18003 reuseport; location / { return 200 "hello world!\n"; } }
+}
+EOF
+taskset -c 0 nginx -e "$RUN/be.log" -p "$RUN/" -c "$RUN/be.conf" &
+PIDS+=($!)
+
+mkdir -p "$RUN/proxy"
+cat >"$RUN/proxy/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $RUN/proxy/nginx.pid;
+error_log $RUN/proxy/nginx.log warn;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  upstream backends {
+    server 127.0.0.1:18001; server 127.0.0.1:18002; server 127.0.0.1:18003;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:18401 ssl http2;
+    ssl_certificate $RUN/cert.pem;
+    ssl_certificate_key $RUN/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 100000000;
+    http2_max_requests 100000000;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+taskset -c 1 nginx -e "$RUN/proxy/nginx.log" -p "$RUN/proxy/" -c "$RUN/proxy/nginx.conf" &
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
+
+cat >"$RUN/switchyard.yaml" <<EOF
+version: 1
+threads: 1
+pid_file: $RUN/switchyard.pid
+upgrade_sock: $RUN/switchyard.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+upstream_keepalive_pool_size: 1024
+listeners:
+  - address: 127.0.0.1:18410
+    tls:
+      cert: $RUN/cert.pem
+      key: $RUN/key.pem
+admin:
+  address: 127.0.0.1:18490
+  metrics: true
+proxy:
+  access_log: false
+  via: ""
+target_groups:
+  - name: bench
+    strategy: round_robin
+    backends:
+      - address: 127.0.0.1:18001
+      - address: 127.0.0.1:18002
+      - address: 127.0.0.1:18003
+    health_check:
+      path: /
+      interval: 1s
+      timeout: 500ms
+routes:
+  - path_prefix: /
+    target_group: bench
+EOF
+taskset -c 1 "$BIN" -c "$RUN/switchyard.yaml" 2>"$RUN/switchyard.log" &
+SY_PID=$!
+PIDS+=($SY_PID)
+for p in 18001 18002 18003 18401 18410; do wait_port $p; done
+sleep 1.5
+
+tree() { echo "$1"; pgrep -P "$1" || true; }
+cpu() { for p in $(tree "$1"); do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'; }
+rss() { for p in $(tree "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS/ {s += $2} END {print s}'; }
+HZ=$(getconf CLK_TCK)
+succeeded() { awk '/^requests:/ {print $8}'; }
+
+requests_run() { # PORT PID -> "req/s mean us_per_req"
+  local c0 c1 out ok
+  c0=$(cpu "$2")
+  out=$(taskset -c 0 h2load -n "$N" -c "$CONNS" -m "$STREAMS" "https://127.0.0.1:$1/" 2>&1)
+  c1=$(cpu "$2")
+  ok=$(echo "$out" | succeeded)
+  [ "$ok" = "$N" ] || { echo "port $1: only $ok of $N requests succeeded" >&2; echo "$out" >&2; exit 1; }
+  echo "$out" | grep -q "TLSv1.3" || { echo "port $1: not TLS 1.3" >&2; exit 1; }
+  echo "$out" | grep -q "Application protocol: h2" || { echo "port $1: not h2" >&2; exit 1; }
+  local rps mean
+  rps=$(echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}')
+  mean=$(echo "$out" | awk '/^time for request:/ {print $6}')
+  awk -v c="$((c1 - c0))" -v n="$ok" -v hz="$HZ" -v rps="$rps" -v mean="$mean" \
+    'BEGIN {printf "%s %s %.2f\n", rps, mean, c * 1e6 / hz / n}'
+}
+handshake_run() { # PORT PID -> "handshakes_per_cpu_second"
+  local c0 c1 ok=0 out
+  c0=$(cpu "$2")
+  for _ in $(seq "$ROUNDS"); do
+    out=$(taskset -c 0 h2load -n 100 -c 100 -m 1 "https://127.0.0.1:$1/" 2>&1)
+    ok=$((ok + $(echo "$out" | succeeded)))
+  done
+  c1=$(cpu "$2")
+  awk -v c="$((c1 - c0))" -v n="$ok" -v hz="$HZ" 'BEGIN {printf "%.0f %d\n", n / (c / hz), n}'
+}
+
+requests_run 18401 "$NGINX_PID" >/dev/null # warm-up
+requests_run 18410 "$SY_PID" >/dev/null
+for r in $(seq "$REPS"); do
+  echo "nginx $(requests_run 18401 "$NGINX_PID") $(handshake_run 18401 "$NGINX_PID")" >>"$RUN/rows"
+  echo "switchyard $(requests_run 18410 "$SY_PID") $(handshake_run 18410 "$SY_PID")" >>"$RUN/rows"
+done
+cat "$RUN/rows" >&2
+med() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+col() { awk -v p="$1" -v c="$2" '$1 == p {print $c}' "$RUN/rows" | med; }
+echo "HTTPS + HTTP/2 downstream (TLS 1.3, ECDSA P-256), HTTP/1.1 upstream; $REPS interleaved runs, medians"
+echo "requests: h2load -n $N -c $CONNS -m $STREAMS; handshakes: $ROUNDS x h2load -n 100 -c 100 -m 1"
+echo "| proxy | req/s | mean latency | proxy CPU µs/req | new TLS connections per CPU-second | RSS MiB | req/s vs NGINX | CPU/req vs NGINX | handshakes/CPU-s vs NGINX |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for p in nginx switchyard; do
+  pid=$NGINX_PID; [ $p = switchyard ] && pid=$SY_PID
+  awk -v p=$p -v rps="$(col $p 2)" -v mean="$(col $p 3)" -v us="$(col $p 4)" -v hs="$(col $p 5)" \
+    -v nr="$(col nginx 2)" -v nu="$(col nginx 4)" -v nh="$(col nginx 5)" -v rss="$(rss $pid)" \
+    'BEGIN {printf "| %s | %.0f | %s | %.2f | %.0f | %.1f | %.2f | %.2f | %.2f |\n", p, rps, mean, us, hs, rss / 1024, rps / nr, us / nu, hs / nh}'
+done
