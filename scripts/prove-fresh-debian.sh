@@ -18,6 +18,8 @@ fi
 mkdir -p "$ROOT/root/.cargo"
 cp -a "$HOME/.rustup" "$ROOT/root/"
 cp -a "$HOME/.cargo/bin" "$ROOT/root/.cargo/"
+nextest=$(command -v cargo-nextest || true)
+[ -n "$nextest" ] && cp "$nextest" "$ROOT/root/.cargo/bin/"
 # A clean copy of the committed tree.
 rm -rf "$ROOT/src" && mkdir -p "$ROOT/src"
 git -C "$REPO" archive HEAD | tar -x -C "$ROOT/src"
@@ -32,6 +34,16 @@ mount -t sysfs sys "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
 mount --bind /dev/pts "$ROOT/dev/pts"
 
-chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb \
+# Behind a TLS-intercepting proxy the host trusts a CA the fresh root does not know: hand the
+# host's bundle to pip and cargo inside (the machine's own trust store stays Debian's).
+tls_env=()
+if [ -n "${SSL_CERT_FILE:-}" ] && [ -f "$SSL_CERT_FILE" ]; then
+  cp "$SSL_CERT_FILE" "$ROOT/root/host-ca-bundle.crt"
+  for v in SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE CARGO_HTTP_CAINFO CURL_CA_BUNDLE; do
+    tls_env+=("$v=/root/host-ca-bundle.crt")
+  done
+fi
+
+chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb "${tls_env[@]}" \
   PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   /bin/bash -c 'cd /src && ./scripts/test.sh'

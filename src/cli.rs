@@ -58,7 +58,7 @@ impl Cli {
 /// Subcommands besides running the proxy.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// AWS tooling: launch, list, kill-switch, alb up|down.
+    /// AWS tooling: demo backends, Switchyard nodes, an ALB to compare with, an NLB for HA.
     Aws(switchyard_aws::cli::AwsArgs),
 }
 

@@ -18,6 +18,17 @@ use pingora_core::utils::tls::{CertKey, WrappedX509};
 
 use crate::config::{ProtocolVersion, TargetGroupConfig, UpstreamTls};
 
+/// The connector that health probes and shadow copies share (the proxy's own attempts use
+/// Pingora's). Building one loads the system's root certificates, about 10 ms: once per
+/// process rather than per group at every start and reload, or on a mirrored request.
+pub fn shared_connector() -> Arc<pingora_core::connectors::http::Connector> {
+    static SHARED: std::sync::OnceLock<Arc<pingora_core::connectors::http::Connector>> =
+        std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| Arc::new(pingora_core::connectors::http::Connector::new(None)))
+        .clone()
+}
+
 /// Streams multiplexed on one HTTP/2 connection to a backend.
 pub const H2_STREAMS: usize = 100;
 

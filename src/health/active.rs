@@ -29,16 +29,6 @@ pub const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
 /// A `HealthCheckRequest` for the whole server (`service: ""`): an empty message, framed.
 const GRPC_EMPTY_REQUEST: [u8; 5] = [0, 0, 0, 0, 0];
 
-/// The connector every group's probes share. Building one loads the system's root
-/// certificates (about 10 ms each), which a connector per group repeated at start and at every
-/// reload for every group.
-fn probe_connector() -> Arc<Connector> {
-    static SHARED: std::sync::OnceLock<Arc<Connector>> = std::sync::OnceLock::new();
-    SHARED
-        .get_or_init(|| Arc::new(Connector::new(None)))
-        .clone()
-}
-
 /// A probe of one group.
 pub struct ProbeCheck {
     peers: Arc<UpstreamPeers>,
@@ -61,7 +51,7 @@ impl ProbeCheck {
     ) -> Self {
         Self {
             peers,
-            connector: probe_connector(),
+            connector: crate::edge::upstream_tls::shared_connector(),
             host: settings.host.clone().unwrap_or_else(|| group.to_string()),
             path: settings.path.clone(),
             expected: settings.expected_status.clone(),

@@ -88,7 +88,7 @@ impl Mirror {
                 metrics: self.metrics.clone(),
                 timeout: self.settings.timeout,
                 slots: Arc::new(Semaphore::new(self.settings.concurrency)),
-                connector: Arc::new(Connector::new(None)),
+                connector: crate::edge::upstream_tls::shared_connector(),
             };
             tokio::spawn(worker.run(receiver));
         }
