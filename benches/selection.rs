@@ -3,57 +3,40 @@
 //!
 //! Run: `cargo bench --bench selection`. Results: `bench/selection.md`.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use switchyard::config::*;
-use switchyard::selection::stats::Outcome;
+use switchyard::metrics::Metrics;
+use switchyard::selection::stats::StatsRegistry;
 use switchyard::selection::StrategyKind;
 use switchyard::target_group::TargetGroup;
 
+/// A group of `n` static backends, built from YAML by the same parser and validation as a real
+/// configuration. Nothing is contacted: health checks are off, except for `fastest`, which
+/// needs them; their probes never run here and results are recorded by hand below.
 fn group(strategy: StrategyKind, n: usize) -> TargetGroup {
-    let backends = (0..n)
-        .map(|i| BackendSpec {
-            address: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080)),
-            weight: 1,
+    let backends: String = (0..n)
+        .map(|i| {
+            format!(
+                "      - address: 10.{}.{}.{}:8080\n",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            )
         })
         .collect();
-    let config = TargetGroupConfig {
-        name: "bench".into(),
-        strategy,
-        backends,
-        ec2: None,
-        deregistration_delay: Duration::from_secs(300),
-        health_check: HealthCheckSettings {
-            enabled: false,
-            path: "/health".into(),
-            host: None,
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-            expected_status: StatusRanges(vec![(200, 399)]),
-        },
-        passive: PassiveSettings {
-            enabled: true,
-            max_failures: 5,
-            ejection_time: Duration::from_secs(30),
-        },
-        fail_open: true,
-        timeouts: UpstreamTimeouts {
-            connect: Duration::from_secs(1),
-            read: Duration::from_secs(1),
-            write: Duration::from_secs(1),
-            idle: Duration::from_secs(1),
-        },
-        max_retries: 2,
-        latency: LatencySettings::default(),
-        sticky: StickySettings::default(),
-        shed: None,
-    };
-    let g = TargetGroup::new(config, None);
+    let checks = strategy == StrategyKind::Fastest;
+    let yaml = format!(
+        "version: 1\nlisteners:\n  - address: 127.0.0.1:8080\ntarget_groups:\n  - name: bench\n    strategy: {}\n    health_check:\n      enabled: {checks}\n    backends:\n{backends}routes:\n  - path_prefix: /\n    target_group: bench\n",
+        strategy.name()
+    );
+    let mut config = switchyard::config::parse(&yaml, "bench.yaml").expect("bench configuration");
+    let config = config.target_groups.remove(0);
+    let registry = Arc::new(StatsRegistry::new(config.latency));
+    let g = TargetGroup::new(config, registry, None, Metrics::new(false)).expect("group");
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap()
         .block_on(g.refresh())
@@ -61,15 +44,15 @@ fn group(strategy: StrategyKind, n: usize) -> TargetGroup {
     // Give every backend a latency and a probe, so the scores differ.
     let now = Instant::now();
     for (i, s) in g.registry.all().iter().enumerate() {
-        let ms = 1 + (i % 50) as u64;
-        s.record(
-            Outcome::Success(Duration::from_millis(ms)),
-            now,
-            &g.config.passive,
-        );
-        g.registry
-            .record_probe(&s.addr(), Duration::from_millis(ms), true);
+        let latency = Duration::from_millis(1 + (i % 50) as u64);
+        s.record_success(latency, now);
+        s.record_probe(latency, true, 1, 1);
     }
+    g.registry.probe_recorded();
+    assert!(
+        g.pick(b"client", &[], Instant::now(), false).is_some(),
+        "{strategy:?}: no backend is ready"
+    );
     g
 }
 
@@ -95,7 +78,7 @@ fn selection(c: &mut Criterion) {
                 b.iter(|| {
                     client = client.wrapping_add(1);
                     let key = client.to_be_bytes();
-                    black_box(g.pick(&key, &[], Instant::now()).map(|p| p.addr))
+                    black_box(g.pick(&key, &[], Instant::now(), false).map(|p| p.addr))
                 })
             });
         }

@@ -173,11 +173,9 @@ impl MarkedEventReceiver for Walker {
                     }
                 }
             }
-            Event::Alias(_) => {
-                if self.skipping == 0 {
-                    self.node_path(mark);
-                    self.complete();
-                }
+            Event::Alias(_) if self.skipping == 0 => {
+                self.node_path(mark);
+                self.complete();
             }
             _ => {}
         }

@@ -236,7 +236,8 @@ pub struct Balancer<S: Strategy> {
 }
 
 impl<S: Strategy> Balancer<S> {
-    /// A balancer with no members yet.
+    /// A balancer with no members yet, as the group's selector.
+    #[allow(clippy::new_ret_no_self)] // built only to be used behind the trait
     pub fn new(config: SharedConfig) -> Arc<dyn GroupSelector> {
         let selector = ArcSwap::from_pointee(S::build_with_config(&BTreeSet::new(), &config));
         Arc::new(Self { selector, config })

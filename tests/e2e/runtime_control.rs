@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-fn backend_json<'a>(status: &'a serde_json::Value, port: u16) -> &'a serde_json::Value {
+fn backend_json(status: &serde_json::Value, port: u16) -> &serde_json::Value {
     status["target_groups"][0]["backends"]
         .as_array()
         .unwrap()

@@ -154,7 +154,7 @@ fn upstream(c: &mut Checker, i: usize, g: &TargetGroupFile) -> UpstreamProtocol 
     let https = g.protocol == Some(ProtocolFile::Https);
     let Some(t) = &g.tls else {
         return UpstreamProtocol {
-            tls: https.then(|| UpstreamTls {
+            tls: https.then_some(UpstreamTls {
                 ca_file: None,
                 server_name: None,
                 client_cert: None,
