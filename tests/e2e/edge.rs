@@ -111,6 +111,7 @@ target_groups:
         backend_list(&[&b])
     ))
     .await;
+    sy.wait_listener(tls_port).await;
     // The TLS listener starts beside the plain one; wait for it too.
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -159,6 +160,7 @@ async fn plain_http_is_redirected_to_https_with_host_path_and_query() {
         backend_list(&[&a])
     ))
     .await;
+    sy.wait_listener(redirect_port).await;
     let no_follow = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -632,11 +634,12 @@ impl Drop for OldTlsServer {
 async fn tls_offers_only_1_2_and_1_3_with_modern_ciphers_and_h2() {
     let a = backend("a", 0).await;
     let tls_port = free_port();
-    let _sy = Switchyard::start(&format!(
+    let sy = Switchyard::start(&format!(
         "listeners:\n  - address: 127.0.0.1:{{PORT}}\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      self_signed: true\ntarget_groups:\n  - name: g\n    backends:\n{}routes:\n  - path_prefix: /\n    target_group: g\n",
         backend_list(&[&a])
     ))
     .await;
+    sy.wait_listener(tls_port).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", tls_port))

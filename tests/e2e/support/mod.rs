@@ -224,7 +224,14 @@ impl Switchyard {
                 panic!("switchyard exited early ({status}):\n{}", self.log_text());
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                // The admin listener (if any) starts with the same server.
+                // The admin listener binds on its own, usually at the same moment: give it a
+                // little time (a test without an admin listener just waits this out).
+                let admin_deadline = Instant::now() + Duration::from_secs(2);
+                while std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_err()
+                    && Instant::now() < admin_deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -233,6 +240,20 @@ impl Switchyard {
             "switchyard did not listen within 20 s:\n{}",
             self.log_text()
         );
+    }
+
+    /// Wait until another of the instance's listeners (not the first one, which `start` waits
+    /// for) accepts connections: each listener binds on its own.
+    pub async fn wait_listener(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "listener 127.0.0.1:{port} never opened:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
