@@ -15,23 +15,9 @@ OUT=${2:-/tmp/switchyard.callgrind}
 BIN=${3:-$HERE/target/release/switchyard}
 CONFIG=${4:-$HERE/bench/switchyard-bench-metrics-on.yaml}
 PORT=$(awk '/address: 127.0.0.1:181/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
-RUN=$(mktemp -d /tmp/switchyard-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-cat >"$RUN/be.conf" <<EOF
-worker_processes 1; daemon off; pid $RUN/be.pid; error_log $RUN/be.log warn;
-events { worker_connections 4096; }
-http { access_log off; default_type text/plain; keepalive_requests 100000000;
-  server { listen 127.0.0.1:18001; location / { return 200 "hello world!\n"; } }
-  server { listen 127.0.0.1:18002; location / { return 200 "hello world!\n"; } }
-  server { listen 127.0.0.1:18003; location / { return 200 "hello world!\n"; } } }
-EOF
-nginx -e "$RUN/be.log" -p "$RUN/" -c "$RUN/be.conf" &
-PIDS+=($!)
+. "$HERE/bench/lib.sh"
+bench_init callgrind
+start_backends
 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" -c "$CONFIG" 2>"$RUN/vg.log" &
 VG=$!
 PIDS+=($VG)

@@ -26,20 +26,9 @@ while [ $# -gt 0 ]; do
 done
 BIN=${SWITCHYARD_BIN:-$HERE/target/release/switchyard}
 BACKEND=${BACKEND_BIN:-$HERE/target/release/backend-server}
-for tool in h2load nginx; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "$tool is missing" >&2; exit 1; }
-done
-export PATH="$PATH:/usr/sbin"
-RUN=$(mktemp -d /tmp/switchyard-grpc-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. "$HERE/bench/lib.sh"
+for tool in h2load nginx; do command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }; done
+bench_init grpc-bench
 
 for i in 1 2 3; do
   taskset -c 0 "$BACKEND" --grpc --listen "127.0.0.1:1830$i" --name "g$i" >"$RUN/backend$i.log" 2>&1 &
@@ -110,14 +99,12 @@ sleep 2 # first health checks
 # EchoRequest{message: "hello"} as one uncompressed gRPC message.
 printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$RUN/echo.bin"
 URL_PATH=/switchyard.demo.Demo/Echo
-tree() { echo "$1"; pgrep -P "$1" || true; }  # NGINX: master and worker
-cpu() { for p in $(tree "$1"); do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'; }
 run() { # NAME PORT PID -> "calls/s mean_ms us_per_call"
   local c0 c1 out
-  c0=$(cpu "$3")
+  c0=$(cpu_ticks "$3")
   out=$(taskset -c 0 h2load -n "$N" -c "$CONNS" -m "$STREAMS" -d "$RUN/echo.bin" \
     -H 'content-type: application/grpc' -H 'te: trailers' "http://127.0.0.1:$2$URL_PATH" 2>&1)
-  c1=$(cpu "$3")
+  c1=$(cpu_ticks "$3")
   echo "$out" >>"$RUN/$1.h2load"
   local ok rps mean
   ok=$(echo "$out" | awk '/^requests:/ {print $8}')
@@ -141,19 +128,17 @@ for r in $(seq "$REPS"); do
   echo "switchyard $(run switchyard 18210 "$SY_PID")" >>"$RUN/rows"
 done
 failed=$(curl -s http://127.0.0.1:18290/metrics | awk '/^lb_upstream_errors_total/ {s += $2} END {print s + 0}')
-rss() { for p in $(tree "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS/ {s += $2} END {print s}'; }
 echo "unary gRPC, h2load -n $N -c $CONNS -m $STREAMS, $REPS interleaved runs, medians"
 echo "| proxy | calls/s | mean latency | proxy CPU µs/call | RSS MiB | calls/s vs NGINX | CPU/call vs NGINX |"
 echo "|---|---|---|---|---|---|---|"
-med() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-n_rps=$(awk '$1 == "nginx" {print $2}' "$RUN/rows" | med)
-n_cpu=$(awk '$1 == "nginx" {print $4}' "$RUN/rows" | med)
+n_rps=$(awk '$1 == "nginx" {print $2}' "$RUN/rows" | median)
+n_cpu=$(awk '$1 == "nginx" {print $4}' "$RUN/rows" | median)
 for p in nginx switchyard; do
-  rps=$(awk -v p=$p '$1 == p {print $2}' "$RUN/rows" | med)
-  mean=$(awk -v p=$p '$1 == p {print $3}' "$RUN/rows" | med)
-  us=$(awk -v p=$p '$1 == p {print $4}' "$RUN/rows" | med)
+  rps=$(awk -v p=$p '$1 == p {print $2}' "$RUN/rows" | median)
+  mean=$(awk -v p=$p '$1 == p {print $3}' "$RUN/rows" | median)
+  us=$(awk -v p=$p '$1 == p {print $4}' "$RUN/rows" | median)
   pid=$NGINX_PID; [ $p = switchyard ] && pid=$SY_PID
-  awk -v p=$p -v rps="$rps" -v mean="$mean" -v us="$us" -v nr="$n_rps" -v nc="$n_cpu" -v rss="$(rss $pid)" \
+  awk -v p=$p -v rps="$rps" -v mean="$mean" -v us="$us" -v nr="$n_rps" -v nc="$n_cpu" -v rss="$(rss_kb $pid)" \
     'BEGIN {printf "| %s | %.0f | %s | %.2f | %.1f | %.2f | %.2f |\n", p, rps, mean, us, rss / 1024, rps / nr, us / nc}'
 done
 echo "Switchyard upstream errors during the runs: $failed"

@@ -27,40 +27,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 BIN=${SWITCHYARD_BIN:-$HERE/target/release/switchyard}
-export PATH="$PATH:/usr/sbin"
+. "$HERE/bench/lib.sh"
 for tool in h2load nginx openssl; do command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }; done
-RUN=$(mktemp -d /tmp/switchyard-h2-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+bench_init h2-bench
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
 
-cat >"$RUN/be.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/be.pid;
-error_log $RUN/be.log warn;
-events { worker_connections 10000; multi_accept on; }
-http {
-  access_log off;
-  default_type text/plain;
-  keepalive_requests 100000000;
-  server { listen 127.0.0.1:18001 reuseport; location / { return 200 "hello world!\n"; } }
-  server { listen 127.0.0.1:18002 reuseport; location / { return 200 "hello world!\n"; } }
-  server { listen 127.0.0.1:18003 reuseport; location / { return 200 "hello world!\n"; } }
-}
-EOF
-taskset -c 0 nginx -e "$RUN/be.log" -p "$RUN/" -c "$RUN/be.conf" &
-PIDS+=($!)
+start_backends 0
 
 mkdir -p "$RUN/proxy"
 cat >"$RUN/proxy/nginx.conf" <<EOF
@@ -134,17 +109,14 @@ PIDS+=($SY_PID)
 for p in 18001 18002 18003 18401 18410; do wait_port $p; done
 sleep 1.5
 
-tree() { echo "$1"; pgrep -P "$1" || true; }
-cpu() { for p in $(tree "$1"); do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'; }
-rss() { for p in $(tree "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS/ {s += $2} END {print s}'; }
 HZ=$(getconf CLK_TCK)
 succeeded() { awk '/^requests:/ {print $8}'; }
 
 requests_run() { # PORT PID -> "req/s mean us_per_req"
   local c0 c1 out ok
-  c0=$(cpu "$2")
+  c0=$(cpu_ticks "$2")
   out=$(taskset -c 0 h2load -n "$N" -c "$CONNS" -m "$STREAMS" "https://127.0.0.1:$1/" 2>&1)
-  c1=$(cpu "$2")
+  c1=$(cpu_ticks "$2")
   ok=$(echo "$out" | succeeded)
   [ "$ok" = "$N" ] || { echo "port $1: only $ok of $N requests succeeded" >&2; echo "$out" >&2; exit 1; }
   echo "$out" | grep -q "TLSv1.3" || { echo "port $1: not TLS 1.3" >&2; exit 1; }
@@ -157,12 +129,12 @@ requests_run() { # PORT PID -> "req/s mean us_per_req"
 }
 handshake_run() { # PORT PID -> "handshakes_per_cpu_second"
   local c0 c1 ok=0 out
-  c0=$(cpu "$2")
+  c0=$(cpu_ticks "$2")
   for _ in $(seq "$ROUNDS"); do
     out=$(taskset -c 0 h2load -n 100 -c 100 -m 1 "https://127.0.0.1:$1/" 2>&1)
     ok=$((ok + $(echo "$out" | succeeded)))
   done
-  c1=$(cpu "$2")
+  c1=$(cpu_ticks "$2")
   awk -v c="$((c1 - c0))" -v n="$ok" -v hz="$HZ" 'BEGIN {printf "%.0f %d\n", n / (c / hz), n}'
 }
 
@@ -173,8 +145,7 @@ for r in $(seq "$REPS"); do
   echo "switchyard $(requests_run 18410 "$SY_PID") $(handshake_run 18410 "$SY_PID")" >>"$RUN/rows"
 done
 cat "$RUN/rows" >&2
-med() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-col() { awk -v p="$1" -v c="$2" '$1 == p {print $c}' "$RUN/rows" | med; }
+col() { awk -v p="$1" -v c="$2" '$1 == p {print $c}' "$RUN/rows" | median; }
 echo "HTTPS + HTTP/2 downstream (TLS 1.3, ECDSA P-256), HTTP/1.1 upstream; $REPS interleaved runs, medians"
 echo "requests: h2load -n $N -c $CONNS -m $STREAMS; handshakes: $ROUNDS x h2load -n 100 -c 100 -m 1"
 echo "| proxy | req/s | mean latency | proxy CPU µs/req | new TLS connections per CPU-second | RSS MiB | req/s vs NGINX | CPU/req vs NGINX | handshakes/CPU-s vs NGINX |"
@@ -182,6 +153,6 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for p in nginx switchyard; do
   pid=$NGINX_PID; [ $p = switchyard ] && pid=$SY_PID
   awk -v p=$p -v rps="$(col $p 2)" -v mean="$(col $p 3)" -v us="$(col $p 4)" -v hs="$(col $p 5)" \
-    -v nr="$(col nginx 2)" -v nu="$(col nginx 4)" -v nh="$(col nginx 5)" -v rss="$(rss $pid)" \
+    -v nr="$(col nginx 2)" -v nu="$(col nginx 4)" -v nh="$(col nginx 5)" -v rss="$(rss_kb $pid)" \
     'BEGIN {printf "| %s | %.0f | %s | %.2f | %.0f | %.1f | %.2f | %.2f | %.2f |\n", p, rps, mean, us, hs, rss / 1024, rps / nr, us / nu, hs / nh}'
 done

@@ -25,34 +25,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-RUN=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-cat >"$RUN/be.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/be.pid;
-error_log $RUN/be.log warn;
-events { worker_connections 10000; multi_accept on; }
-http {
-  access_log off;
-  default_type text/plain;
-  keepalive_requests 100000000;
-  keepalive_timeout 300s;
-  server { listen 127.0.0.1:18001 reuseport backlog=4096; location / { return 200 "hello world!\n"; } }
-  server { listen 127.0.0.1:18002 reuseport backlog=4096; location / { return 200 "hello world!\n"; } }
-  server { listen 127.0.0.1:18003 reuseport backlog=4096; location / { return 200 "hello world!\n"; } }
-}
-EOF
-taskset -c 0 nginx -e "$RUN/be.log" -p "$RUN/" -c "$RUN/be.conf" &
-PIDS+=($!)
+. "$HERE/bench/lib.sh"
+bench_init profile
+start_backends 0
 taskset -c 1 "$BIN" -c "$CONFIG" 2>"$RUN/proxy.log" &
 PROXY=$!
 PIDS+=($PROXY)
@@ -60,7 +35,7 @@ for _ in $(seq 50); do
   curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break
   sleep 0.2
 done
-cpu() { awk '{print $14 + $15}' "/proc/$PROXY/stat"; }
+cpu() { cpu_ticks "$PROXY"; }
 requests() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^lb_http_requests_total/ {s += $2} END {print s + 0}'; }
 
 taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT/" >/dev/null # warm-up
@@ -84,7 +59,7 @@ hz=$(getconf CLK_TCK)
 grep -E "Requests/sec|99%" "$RUN/wrk.txt"
 awk -v c="$((c1 - c0))" -v r="$((r1 - r0))" -v hz="$hz" \
   'BEGIN {printf "proxy CPU: %.2f us/request over %d requests\n", c * 1e6 / hz / r, r}'
-echo "RSS: $(awk '/VmRSS/ {print $2}' "/proc/$PROXY/status") kB"
+echo "RSS: $(rss_kb "$PROXY") kB"
 if [ "$STRACE" = 1 ]; then
   n=$((s1 - s0))
   echo "strace: $n requests while tracing (tracing slows the proxy); calls per request:"

@@ -1,0 +1,62 @@
+# lib.sh -- what the whole-process benchmarks in bench/ share; sourced, not run.
+#
+#   bench_init NAME           a scratch directory in $RUN; everything added to PIDS is stopped
+#                             (TERM, then KILL) and $RUN removed when the script exits
+#   start_backends [CPU]      three NGINX backends on 127.0.0.1:18001-18003 answering
+#                             "hello world!\n" (the backends of ../shared/bench/compare_proxies.sh),
+#                             pinned to CPU when given
+#   wait_port PORT            until 127.0.0.1:PORT accepts connections (10 s at most)
+#   cpu_ticks PID             utime+stime of PID and its children (NGINX: master and workers)
+#   rss_kb PID                resident set of PID and its children, in KiB
+#   median                    the median of the numbers on standard input
+export PATH="$PATH:/usr/sbin:/sbin"
+
+bench_init() {
+  RUN=$(mktemp -d "/tmp/switchyard-$1.XXXXXX")
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$RUN"
+}
+
+start_backends() {
+  cat >"$RUN/backends.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $RUN/backends.pid;
+error_log $RUN/backends.log warn;
+events { worker_connections 10000; multi_accept on; }
+http {
+  access_log off;
+  default_type text/plain;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  server { listen 127.0.0.1:18001 reuseport backlog=4096; location / { return 200 "hello world!\n"; } }
+  server { listen 127.0.0.1:18002 reuseport backlog=4096; location / { return 200 "hello world!\n"; } }
+  server { listen 127.0.0.1:18003 reuseport backlog=4096; location / { return 200 "hello world!\n"; } }
+}
+EOF
+  local pin=()
+  [ -n "${1:-}" ] && pin=(taskset -c "$1")
+  "${pin[@]}" nginx -e "$RUN/backends.log" -p "$RUN/" -c "$RUN/backends.conf" &
+  PIDS+=($!)
+}
+
+wait_port() {
+  for _ in $(seq 100); do
+    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 never opened" >&2
+  exit 1
+}
+
+proc_tree() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() { for p in $(proc_tree "$1"); do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'; }
+rss_kb() { for p in $(proc_tree "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS/ {s += $2} END {print s}'; }
+median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
