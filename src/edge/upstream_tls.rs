@@ -9,9 +9,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
+use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
@@ -21,11 +22,10 @@ use crate::config::{ProtocolVersion, TargetGroupConfig, UpstreamTls};
 /// The connector that health probes and shadow copies share (the proxy's own attempts use
 /// Pingora's). Building one loads the system's root certificates, about 10 ms: once per
 /// process rather than per group at every start and reload, or on a mirrored request.
-pub fn shared_connector() -> Arc<pingora_core::connectors::http::Connector> {
-    static SHARED: std::sync::OnceLock<Arc<pingora_core::connectors::http::Connector>> =
-        std::sync::OnceLock::new();
+pub fn shared_connector() -> Arc<Connector> {
+    static SHARED: OnceLock<Arc<Connector>> = OnceLock::new();
     SHARED
-        .get_or_init(|| Arc::new(pingora_core::connectors::http::Connector::new(None)))
+        .get_or_init(|| Arc::new(Connector::new(None)))
         .clone()
 }
 
