@@ -5,29 +5,17 @@ use std::process::ExitCode;
 /// mimalloc: a quarter of a bare Pingora proxy's user-space instructions go to glibc's
 /// malloc/free; mimalloc cuts that (see bench/README.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
+
+mod allocator;
 
 use clap::Parser;
 use switchyard::cli::{Cli, Command};
 use switchyard::config::{self, Loaded};
 use switchyard::reload::Source;
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc 2's `mimalloc.h`; the Rust bindings name no
-/// constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Give freed memory back to the system at once instead of after mimalloc's default 10 ms.
-/// Under 500 connections this took the resident set from 90 to 35 MiB at no cost in CPU per
-/// request (bench/README.md, "Memory"). `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide option; mimalloc reads it when it next purges.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    allocator::tune();
     switchyard::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {

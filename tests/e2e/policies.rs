@@ -95,7 +95,11 @@ async fn canary_status(sy: &Switchyard) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_healthy_canary_is_promoted_through_every_step() {
     let (a, b) = (backend("a", 2).await, backend("b", 2).await);
-    let route = "    forward:\n      - {target_group: v1}\n      - {target_group: v2}\n    canary:\n      baseline: v1\n      canary: v2\n      steps: [10, 50, 100]\n      interval: 2s\n      min_requests: 10\n";
+    // Both groups answer alike, but the p99 of a few dozen requests on a busy machine can
+    // differ several-fold between them: the latency bound is set out of reach here (the
+    // latency rollback is tested with time passed in, in `policy::canary`), so this test is
+    // about the steps and the promotion only.
+    let route = "    forward:\n      - {target_group: v1}\n      - {target_group: v2}\n    canary:\n      baseline: v1\n      canary: v2\n      steps: [10, 50, 100]\n      interval: 2s\n      min_requests: 10\n      max_p99_ratio: 1000\n";
     let sy = Switchyard::start(&two_groups(
         &backend_list(&[&a]),
         &backend_list(&[&b]),

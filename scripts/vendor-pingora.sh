@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# vendor-pingora.sh -- rebuild vendor/<crate>/ from the published crate and the patch set in
+# vendor/patches/, or check that the committed copy is exactly that (--check).
+#
+#   scripts/vendor-pingora.sh [--check]
+#
+# Each patch is named NNNN-<crate>-<what>.patch and applies with `patch -p1` inside the
+# crate's directory. The published crate is downloaded from crates.io and verified against
+# the checksum Cargo.lock had for it before the patch (PINNED below). See vendor/README.md.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+VERSION=0.9.1
+# sha256 of the published .crate files, as recorded in Cargo.lock before vendoring.
+declare -A PINNED=(
+  [pingora-core]=a535f47f65fdcb003f9e1df04cd18e614c128dfe9388acce3f211ae38ac14d68
+)
+CHECK=0
+[ "${1:-}" = "--check" ] && CHECK=1
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for crate in "${!PINNED[@]}"; do
+  file="$work/$crate-$VERSION.crate"
+  cached=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$crate-$VERSION.crate" 2>/dev/null | head -1 || true)
+  if [ -n "$cached" ]; then
+    cp "$cached" "$file"
+  else
+    curl -sSfL -o "$file" "https://static.crates.io/crates/$crate/$crate-$VERSION.crate"
+  fi
+  echo "${PINNED[$crate]}  $file" | sha256sum -c --quiet
+  tar -xzf "$file" -C "$work"
+  src="$work/$crate-$VERSION"
+  for p in "$HERE"/vendor/patches/*-"$crate"-*.patch; do
+    [ -e "$p" ] || continue
+    patch -s -p1 -d "$src" < "$p"
+  done
+  if [ "$CHECK" = 1 ]; then
+    diff -r "$src" "$HERE/vendor/$crate" && echo "vendor/$crate: published $VERSION + patches"
+  else
+    rm -rf "$HERE/vendor/$crate"
+    cp -r "$src" "$HERE/vendor/$crate"
+    echo "vendor/$crate rebuilt"
+  fi
+done
