@@ -5,8 +5,9 @@
 #   scripts/vendor-pingora.sh [--check]
 #
 # Each patch is named NNNN-<crate>-<what>.patch and applies with `patch -p1` inside the
-# crate's directory. The published crate is downloaded from crates.io and verified against
-# the checksum Cargo.lock had for it before the patch (PINNED below). See vendor/README.md.
+# crate's directory. The published crate comes from Cargo's download cache, or else from
+# crates.io, and is verified against the checksum Cargo.lock had for it before the patch
+# (PINNED below). See vendor/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 VERSION=0.9.1

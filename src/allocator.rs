@@ -4,7 +4,7 @@
 //! when the alignment asked for is no more than what `mi_malloc` always gives. In mimalloc 3
 //! that call only takes the fast path for small sizes whose free block happens to be aligned;
 //! everything else (header maps, request buffers, boxed futures) goes through the generic
-//! aligned path, about 250 instructions more per allocation, some fifteen times per proxied
+//! aligned path, about 200 instructions more per allocation, some fifteen times per proxied
 //! request (bench/README.md, §2). [`Mimalloc`] calls the plain functions whenever their
 //! guaranteed alignment suffices and the aligned ones otherwise.
 //!
@@ -73,8 +73,8 @@ unsafe impl GlobalAlloc for Mimalloc {
 const MI_OPTION_PURGE_DELAY: ffi::mi_option_t = 15;
 
 /// Give freed memory back to the system after 1 ms instead of mimalloc's default 10 ms.
-/// Under 500 connections this took the resident set from 98 to 33 MiB; purging at once (0)
-/// kept as much memory and made more system calls (bench/README.md, "Memory").
+/// Under 500 connections this took the resident set from 98 to 33 MiB, as low as purging at
+/// once (0) kept it (bench/README.md, "Memory").
 /// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 pub fn tune() {
     const PURGE_DELAY_MS: std::ffi::c_long = 1;

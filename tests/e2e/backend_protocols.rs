@@ -186,43 +186,49 @@ async fn an_mtls_backend_answers_only_with_a_client_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http1_upstreams_reuse_their_connections() {
+    let plain = backend("h1", 0).await;
+    assert_connections_reused(&plain, "", "HTTP/1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http2_upstreams_reuse_their_connections() {
     let ca = TestCa::new("h2");
     let plain = backend("h2c", 0).await;
     let tls = tls_backend("h2tls", &ca.issue("h2", &["127.0.0.1"]), None).await;
-    for (backend, settings) in [
-        (&plain, "    protocol_version: http2\n".to_string()),
-        (
-            &tls,
-            format!(
-                "    protocol: https\n    protocol_version: http2\n    tls:\n      ca_file: {}\n",
-                ca.ca_file()
-            ),
-        ),
-    ] {
-        let settings = format!("{settings}    health_check:\n      enabled: false\n");
-        let sy = Switchyard::start(&single_group("", &settings, &backend_list(&[backend]))).await;
-        let answers = load(&sy.url("/x"), 1000, 8).await;
-        assert!(
-            answers.iter().all(|a| a.status == 200),
-            "{:?}",
-            statuses(&answers)
-        );
-        let seen = backend.state().recent_requests();
-        assert!(
-            seen.iter().all(|r| r.version == "HTTP/2.0"),
-            "{:?}",
-            seen.first()
-        );
-        // At most one connection per concurrent client (Pingora may open a second one while
-        // the first is briefly out of its pool), never one per request.
-        let connections = backend.state().connections_accepted();
-        assert!(
-            connections <= 8,
-            "{} new upstream connections for 1000 requests",
-            connections
-        );
-    }
+    assert_connections_reused(&plain, "    protocol_version: http2\n", "HTTP/2.0").await;
+    let settings = format!(
+        "    protocol: https\n    protocol_version: http2\n    tls:\n      ca_file: {}\n",
+        ca.ca_file()
+    );
+    assert_connections_reused(&tls, &settings, "HTTP/2.0").await;
+}
+
+/// 1000 requests from 8 clients through a group of `backend` with `settings` all succeed,
+/// reach it as `version`, and open at most one upstream connection per concurrent client
+/// (Pingora may open a second one while the first is briefly out of its pool), never one per
+/// request.
+async fn assert_connections_reused(backend: &RunningBackend, settings: &str, version: &str) {
+    let settings = format!("{settings}    health_check:\n      enabled: false\n");
+    let sy = Switchyard::start(&single_group("", &settings, &backend_list(&[backend]))).await;
+    let answers = load(&sy.url("/x"), 1000, 8).await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        statuses(&answers)
+    );
+    let seen = backend.state().recent_requests();
+    assert!(
+        seen.iter().all(|r| r.version == version),
+        "{:?}",
+        seen.first()
+    );
+    let connections = backend.state().connections_accepted();
+    assert!(
+        connections <= 8,
+        "{} new upstream connections for 1000 requests",
+        connections
+    );
 }
 
 fn grpc_config(backends: &[&RunningBackend], extra_route: &str) -> String {
