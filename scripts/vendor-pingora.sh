@@ -14,6 +14,7 @@ VERSION=0.9.1
 # sha256 of the published .crate files, as recorded in Cargo.lock before vendoring.
 declare -A PINNED=(
   [pingora-core]=a535f47f65fdcb003f9e1df04cd18e614c128dfe9388acce3f211ae38ac14d68
+  [pingora-runtime]=09d2c5be0a8fcffa36c23d21b3d6ec5bad113395086f5b4e1a0c50b300c674c0
 )
 CHECK=0
 [ "${1:-}" = "--check" ] && CHECK=1

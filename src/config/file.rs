@@ -26,6 +26,7 @@ pub const PINGORA_KEYS: &[&str] = &[
     "listener_tasks_per_fd",
     "work_stealing",
     "runtime_enable_alt_timer",
+    "runtime_global_queue_interval",
     "ca_file",
     "grace_period_seconds",
     "graceful_shutdown_timeout_seconds",

@@ -102,6 +102,12 @@ impl Reader<'_> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let conf: ServerConf = self.deserialize(Value::Mapping(mine), "")?;
+        if conf.runtime_global_queue_interval == Some(0) {
+            // Pingora's own check names no line.
+            let message = "must be at least 1 (2: serve ready connections in turn)".to_string();
+            self.error("runtime_global_queue_interval", message);
+            return None;
+        }
         match conf.validate() {
             Ok(conf) => Some(conf),
             Err(e) => {

@@ -191,6 +191,27 @@ fn bad_pingora_key_type() {
     assert_rejected(&yaml, "threads", "invalid type", 2);
 }
 
+/// Tokio would panic on 0 when the runtime is built; the check names the key and its line.
+/// Unset or `null`, the interval is tokio's own.
+#[test]
+fn global_queue_interval_refuses_0_and_is_tokios_own_unless_set() {
+    let yaml = mutate("threads: 2", "threads: 2\nruntime_global_queue_interval: 0");
+    assert_rejected(&yaml, "runtime_global_queue_interval", "at least 1", 3);
+    let interval = |yaml: &str| {
+        let loaded = config::parse_full(yaml, "t.yaml").expect("accepted");
+        loaded.pingora.runtime_global_queue_interval
+    };
+    let set = |v: &str| {
+        mutate(
+            "threads: 2",
+            &format!("threads: 2\nruntime_global_queue_interval: {v}"),
+        )
+    };
+    assert_eq!(interval(&set("2")), Some(2));
+    assert_eq!(interval(VALID), None, "unset: tokio's own choice");
+    assert_eq!(interval(&set("null")), None, "null: tokio's own choice");
+}
+
 #[test]
 fn route_without_action() {
     let yaml = mutate("    status_page: true\n", "");

@@ -3,6 +3,7 @@
 //! period) and lets requests in flight finish first.
 
 use crate::support;
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -114,4 +115,21 @@ async fn transparent_huge_pages_are_off_unless_the_environment_allows_them() {
     for sy in [&default, &allowed] {
         assert_eq!(get(&client(None), &sy.url("/")).await.status, 200);
     }
+}
+
+/// Every other test runs with tokio's own global queue interval; a proxy set to look at the
+/// global queue every other task (the fair-scheduling setting) serves as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_with_a_short_global_queue_interval_serves_every_request() {
+    let a = backend("a", 0).await;
+    let b = backend("b", 0).await;
+    let config = format!(
+        "runtime_global_queue_interval: 2\n{}",
+        single_group("", "", &backend_list(&[&a, &b]))
+    );
+    let sy = Switchyard::start(&config).await;
+    let answers = load(&sy.url("/"), 400, 40).await;
+    assert_eq!(statuses(&answers), HashMap::from([(200, 400)]));
+    let shares = shares(&answers);
+    assert_eq!((shares["a"], shares["b"]), (200, 200), "{shares:?}");
 }
