@@ -360,7 +360,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: connecting (and a TLS handshake) needs kilobytes of future state, which
+            // would otherwise be part of every request's future, pooled connection or not.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
