@@ -4,10 +4,17 @@
 use std::net::IpAddr;
 
 use pingora_error::{Error, ErrorType};
-use pingora_http::RequestHeader;
+use pingora_http::{PreparedHeaderName, RequestHeader};
 use pingora_proxy::Session;
 
 use crate::routing;
+
+// Parsed once: adding them to every request then parses and allocates nothing for the name.
+static X_FORWARDED_FOR: PreparedHeaderName = PreparedHeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: PreparedHeaderName = PreparedHeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: PreparedHeaderName = PreparedHeaderName::from_static("x-forwarded-host");
+/// `Via`, added to requests and responses.
+pub static VIA: PreparedHeaderName = PreparedHeaderName::from_static("via");
 
 /// `https` when the client connection is TLS, else `http`.
 pub fn downstream_scheme(session: &Session) -> &'static str {
@@ -28,19 +35,19 @@ pub fn add_forwarding_headers(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let xff = forwarded_for(upstream.headers.get("x-forwarded-for"), ip);
-        upstream.insert_header("x-forwarded-for", xff)?;
+        let xff = forwarded_for(upstream.headers.get(X_FORWARDED_FOR.name()), ip);
+        upstream.insert_header(&X_FORWARDED_FOR, xff)?;
     }
     let proto = http::HeaderValue::from_static(downstream_scheme(session));
-    upstream.insert_header("x-forwarded-proto", proto)?;
+    upstream.insert_header(&X_FORWARDED_PROTO, proto)?;
     let req = session.req_header();
     if let Some(host) = req.headers.get(http::header::HOST).cloned() {
-        upstream.insert_header("x-forwarded-host", host)?;
+        upstream.insert_header(&X_FORWARDED_HOST, host)?;
     } else if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string()) {
-        upstream.insert_header("x-forwarded-host", authority)?;
+        upstream.insert_header(&X_FORWARDED_HOST, authority)?;
     }
     if let Some(via) = via {
-        upstream.append_header("via", via.clone())?;
+        upstream.append_header(&VIA, via.clone())?;
     }
     Ok(())
 }

@@ -428,7 +428,7 @@ impl ProxyHttp for Switchyard {
             }
         }
         if let Some(via) = &snapshot.via {
-            resp.append_header("via", via.clone())?;
+            resp.append_header(&forwarding::VIA, via.clone())?;
         }
         let (Some(group), Some(backend)) = (&ctx.group, ctx.backend_addr()) else {
             return Ok(());

@@ -97,6 +97,9 @@ async fn prefix_is_stripped_and_forwarded_headers_are_set() {
         .get(sy.url("/api/v1/items?id=7"))
         .header("x-forwarded-for", "203.0.113.9")
         .header("host", "shop.example")
+        // A client's own claims are replaced, not passed on.
+        .header("X-Forwarded-Proto", "https")
+        .header("x-forwarded-host", "evil.example")
         .send()
         .await
         .unwrap();
