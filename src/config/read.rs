@@ -102,16 +102,14 @@ impl Reader<'_> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let conf: ServerConf = self.deserialize(Value::Mapping(mine), "")?;
-        if conf.runtime_global_queue_interval == Some(0) {
-            // Pingora's own check names no line.
-            let message = "must be at least 1 (2: serve ready connections in turn)".to_string();
-            self.error("runtime_global_queue_interval", message);
-            return None;
-        }
         match conf.validate() {
             Ok(conf) => Some(conf),
             Err(e) => {
-                self.error("(pingora server settings)", e.to_string());
+                let explanation = e.context.as_ref().map(|c| c.as_str().to_string());
+                match explanation.as_deref().and_then(split_pingora_key) {
+                    Some((key, rest)) => self.error(key, rest.to_string()),
+                    None => self.error("(pingora server settings)", e.to_string()),
+                }
                 None
             }
         }
@@ -172,6 +170,15 @@ impl Reader<'_> {
             }
         }
     }
+}
+
+/// Pingora's `ServerConf::validate` explains an error starting with the key at fault
+/// (`max_blocking_threads must be greater than zero`): that key and the rest, so the error can
+/// name the key's line.
+fn split_pingora_key(explanation: &str) -> Option<(&'static str, &str)> {
+    let (key, rest) = explanation.split_once(' ')?;
+    let key = PINGORA_KEYS.iter().find(|k| **k == key)?;
+    Some((key, rest))
 }
 
 /// Names of list items that failed to deserialize but carry a readable `name`.

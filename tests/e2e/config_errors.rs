@@ -191,6 +191,13 @@ fn bad_pingora_key_type() {
     assert_rejected(&yaml, "threads", "invalid type", 2);
 }
 
+/// Pingora's own checks of its keys are reported at the key's line, like ours.
+#[test]
+fn a_value_pingora_refuses_names_its_key_and_line() {
+    let yaml = mutate("threads: 2", "threads: 2\nmax_blocking_threads: 0");
+    assert_rejected(&yaml, "max_blocking_threads", "greater than zero", 3);
+}
+
 /// Tokio would panic on 0 when the runtime is built; the check names the key and its line.
 /// Unset or `null`, the interval is tokio's own.
 #[test]

@@ -371,7 +371,7 @@ impl ServerConf {
         if self.runtime_global_queue_interval == Some(0) {
             return Error::e_explain(
                 ReadError,
-                "runtime_global_queue_interval must be greater than zero",
+                "runtime_global_queue_interval must be at least 1",
             );
         }
         if self.max_blocking_threads == Some(0) {
