@@ -101,7 +101,9 @@ impl Reader<'_> {
             .filter(|(k, _)| k.as_str().is_some_and(|k| PINGORA_KEYS.contains(&k)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let conf: ServerConf = self.deserialize(Value::Mapping(mine), "")?;
+        let mut conf: ServerConf = self.deserialize(Value::Mapping(mine), "")?;
+        // One sweeper per connector watches the idle upstream connections, not one task each.
+        conf.upstream_keepalive_idle_sweep = true;
         match conf.validate() {
             Ok(conf) => Some(conf),
             Err(e) => {

@@ -22,3 +22,4 @@ mod runtime_control;
 mod startup;
 mod strategies;
 mod upgrade;
+mod upstream_pool;

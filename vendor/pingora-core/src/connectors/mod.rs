@@ -15,6 +15,7 @@
 //! Connecting to servers
 
 pub mod http;
+mod idle_sweep;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -28,6 +29,8 @@ use crate::server::configuration::ServerConf;
 use crate::upstreams::peer::{Peer, ALPN};
 
 use crate::offload::OffloadRuntime;
+use idle_sweep::IdleSweep;
+pub use idle_sweep::IDLE_SWEEP_INTERVAL;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
 use log::{debug, error, warn};
@@ -110,6 +113,17 @@ pub struct ConnectorOptions {
     /// Optional callback for observing how long upstream connections stayed idle
     /// before leaving the keep-alive pool without reuse.
     pub keepalive_pool_callback: Option<PoolCallback>,
+    /// Watch the connections idle in the keep-alive pool with one sweeper task per connector
+    /// instead of one task per connection (the default, `false`).
+    ///
+    /// A pooled connection is then checked when it is taken from the pool (closed by the
+    /// server, sent unexpected data or idle past its timeout: it is not used), and the sweeper
+    /// drops, every [`IDLE_SWEEP_INTERVAL`], the connections idle past their timeout and the
+    /// plain TCP ones the server closed. This saves spawning, waking and polling a task, a
+    /// channel and a timer for every released connection, at the price of closing an idle
+    /// connection up to one interval after its timeout or the server's close (a TLS one the
+    /// server closed: at its timeout or when it is next taken).
+    pub idle_sweep: bool,
 }
 
 impl ConnectorOptions {
@@ -147,6 +161,7 @@ impl ConnectorOptions {
             bind_to_v4,
             bind_to_v6,
             keepalive_pool_callback: None,
+            idle_sweep: server_conf.upstream_keepalive_idle_sweep,
         }
     }
 
@@ -163,6 +178,7 @@ impl ConnectorOptions {
             bind_to_v4: vec![],
             bind_to_v6: vec![],
             keepalive_pool_callback: None,
+            idle_sweep: false,
         }
     }
 }
@@ -179,6 +195,8 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// `Some` when idle connections are watched by one sweeper ([ConnectorOptions::idle_sweep]).
+    idle_sweep: Option<Arc<IdleSweep>>,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -201,6 +219,13 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
+        let idle_sweep = options.as_ref().is_some_and(|o| o.idle_sweep).then(|| {
+            Arc::new(IdleSweep::new(
+                keepalive_pool_callback.clone(),
+                unexpected_data_conn_count.clone(),
+            ))
+        });
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
@@ -208,8 +233,9 @@ impl TransportConnector {
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            unexpected_data_conn_count,
             keepalive_pool_callback,
+            idle_sweep,
         }
     }
 
@@ -258,6 +284,11 @@ impl TransportConnector {
                 match Arc::try_unwrap(s) {
                     Ok(l) => {
                         let mut stream = l.into_inner();
+                        if let Some(sweep) = &self.idle_sweep {
+                            if !sweep.taken(stream.id()) {
+                                return None;
+                            }
+                        }
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
@@ -321,6 +352,21 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
+        if let Some(sweep) = &self.idle_sweep {
+            let plain = stream.get_ssl_digest().is_none();
+            let stream = Arc::new(Mutex::new(stream));
+            // Noted before it is pooled, so that taking it at once finds the note; the pool
+            // holds the only strong reference, so that taking it can unwrap it.
+            sweep.released(
+                meta.clone(),
+                Arc::downgrade(&stream),
+                plain,
+                idle_timeout,
+                &self.connection_pool,
+            );
+            let (_notify_close, _watch_use) = self.connection_pool.put(&meta, stream);
+            return;
+        }
         let stream = Arc::new(Mutex::new(stream));
         let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
         let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);

@@ -113,6 +113,10 @@ pub struct ServerConf {
     /// [`ConnectorOptions`](crate::connectors::ConnectorOptions).
     /// Note: this is an _unstable_ field that may be renamed or removed in the future.
     pub upstream_keepalive_pool_size: usize,
+    /// Watch the connections idle in the upstream keep-alive pool with one sweeper task per
+    /// connector instead of one task per connection. See
+    /// [`ConnectorOptions::idle_sweep`](crate::connectors::ConnectorOptions::idle_sweep).
+    pub upstream_keepalive_idle_sweep: bool,
     /// Number of dedicated thread pools to use for upstream connection establishment.
     /// See [`ConnectorOptions`](crate::connectors::ConnectorOptions).
     /// Note: this is an _unstable_ field that may be renamed or removed in the future.
@@ -244,6 +248,7 @@ impl Default for ServerConf {
             runtime_enable_alt_timer: false,
             runtime_global_queue_interval: None,
             upstream_keepalive_pool_size: 128,
+            upstream_keepalive_idle_sweep: false,
             upstream_connect_offload_threadpools: None,
             upstream_connect_offload_thread_per_pool: None,
             downstream_tls_offload_threadpools: None,
@@ -499,6 +504,7 @@ mod tests {
             runtime_enable_alt_timer: false,
             runtime_global_queue_interval: None,
             upstream_keepalive_pool_size: 4,
+            upstream_keepalive_idle_sweep: false,
             upstream_connect_offload_threadpools: None,
             upstream_connect_offload_thread_per_pool: None,
             downstream_tls_offload_threadpools: None,

@@ -1,0 +1,189 @@
+// Copyright 2026 Cloudflare, Inc.
+//
+// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+// http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+
+//! Watching the connections idle in a keep-alive pool with one sweeper per connector
+//! (see [`ConnectorOptions::idle_sweep`](super::ConnectorOptions::idle_sweep)).
+
+use super::PoolCallback;
+use crate::protocols::{Stream, UniqueIDType};
+use log::debug;
+use parking_lot::Mutex;
+use pingora_pool::{ConnectionMeta, ConnectionPool};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// How often the sweeper looks at the idle connections of its connector.
+pub const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+type Pooled = Arc<tokio::sync::Mutex<Stream>>;
+type Pool = ConnectionPool<Pooled>;
+
+/// One connection released to the pool and not taken since.
+struct Idle {
+    meta: ConnectionMeta,
+    since: Instant,
+    timeout: Option<Duration>,
+    /// Whether its socket can be checked for a close by the server: plain TCP only (a TLS
+    /// server may send records, such as session tickets, that are not application data).
+    plain: bool,
+    /// The pooled connection, without keeping it alive: gone once the pool evicted it.
+    conn: Weak<tokio::sync::Mutex<Stream>>,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant) -> bool {
+        self.timeout
+            .is_some_and(|t| now.saturating_duration_since(self.since) >= t)
+    }
+}
+
+/// The connections idle in one connector's pool, by connection id.
+pub(crate) struct IdleSweep {
+    idle: Mutex<HashMap<UniqueIDType, Idle>>,
+    sweeper_started: AtomicBool,
+    callback: Option<PoolCallback>,
+    unexpected_data_conn_count: Arc<AtomicU64>,
+}
+
+impl IdleSweep {
+    pub(crate) fn new(
+        callback: Option<PoolCallback>,
+        unexpected_data_conn_count: Arc<AtomicU64>,
+    ) -> Self {
+        IdleSweep {
+            idle: Mutex::new(HashMap::new()),
+            sweeper_started: AtomicBool::new(false),
+            callback,
+            unexpected_data_conn_count,
+        }
+    }
+
+    /// Note a connection just put in `pool`; the first one starts the sweeper.
+    pub(crate) fn released(
+        self: &Arc<Self>,
+        meta: ConnectionMeta,
+        conn: Weak<tokio::sync::Mutex<Stream>>,
+        plain: bool,
+        timeout: Option<Duration>,
+        pool: &Arc<Pool>,
+    ) {
+        let idle = Idle {
+            meta,
+            since: Instant::now(),
+            timeout,
+            plain,
+            conn,
+        };
+        self.idle.lock().insert(idle.meta.id, idle);
+        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
+            let sweep = Arc::downgrade(self);
+            let pool = Arc::downgrade(pool);
+            pingora_runtime::current_handle().spawn(sweep_every_interval(sweep, pool));
+        }
+    }
+
+    /// A connection was taken from the pool: whether it may be used, i.e. it has not been
+    /// idle past its timeout (the sweeper had not come round to it yet).
+    pub(crate) fn taken(&self, id: UniqueIDType) -> bool {
+        let Some(idle) = self.idle.lock().remove(&id) else {
+            return true;
+        };
+        if !idle.expired(Instant::now()) {
+            return true;
+        }
+        debug!("idle connection reached its idle timeout");
+        if let Some(callback) = &self.callback {
+            callback(idle.since.elapsed());
+        }
+        false
+    }
+
+    /// Drop the connections the pool evicted, the ones idle past their timeout and the ones
+    /// the server closed (or sent unexpected data on).
+    fn sweep(&self, pool: &Pool) {
+        let now = Instant::now();
+        let mut left = Vec::new();
+        self.idle.lock().retain(|_, idle| {
+            let evicted = idle.conn.strong_count() == 0;
+            let stale = !evicted
+                && (idle.expired(now)
+                    || (idle.plain
+                        && !socket_is_idle(idle.meta.id, &self.unexpected_data_conn_count)));
+            if stale {
+                // Drops the pool's reference, which closes the connection.
+                pool.pop_closed(&idle.meta);
+            }
+            if evicted || stale {
+                left.push(now.saturating_duration_since(idle.since));
+            }
+            !(evicted || stale)
+        });
+        if let Some(callback) = &self.callback {
+            left.into_iter().for_each(|idle_for| callback(idle_for));
+        }
+    }
+}
+
+async fn sweep_every_interval(sweep: Weak<IdleSweep>, pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(IDLE_SWEEP_INTERVAL).await;
+        let (Some(sweep), Some(pool)) = (sweep.upgrade(), pool.upgrade()) else {
+            return; // the connector is gone
+        };
+        sweep.sweep(&pool);
+    }
+}
+
+/// Whether the socket `fd` is still open with nothing to read, without consuming anything.
+#[cfg(unix)]
+fn socket_is_idle(fd: UniqueIDType, unexpected_data_conn_count: &AtomicU64) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer we own; MSG_PEEK leaves the data in the socket and
+    // MSG_DONTWAIT never blocks. A stale fd only makes the call fail or look at another
+    // socket, and the caller then acts on a pool entry that is no longer there.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => {
+            debug!("idle connection closed by the server");
+            false
+        }
+        n if n > 0 => {
+            log::warn!("Unexpected data read in idle connection");
+            unexpected_data_conn_count.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        _ => {
+            let err = std::io::Error::last_os_error();
+            let idle = err.kind() == std::io::ErrorKind::WouldBlock;
+            if !idle {
+                debug!("idle connection is broken: {err}");
+            }
+            idle
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn socket_is_idle(_fd: UniqueIDType, _unexpected_data_conn_count: &AtomicU64) -> bool {
+    true
+}
