@@ -64,8 +64,10 @@ fn forwarded_for(previous: Option<&http::HeaderValue>, ip: IpAddr) -> http::Head
         out.extend_from_slice(b", ");
     }
     write_ip(&mut out, ip);
-    // Previous values were valid header bytes and an address is ASCII.
-    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    // Previous values were valid header bytes and an address is ASCII. The buffer becomes the
+    // value as it is, not a copy.
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {

@@ -112,6 +112,11 @@ fn status_page(snapshot: &Snapshot) -> Bytes {
 impl ProxyHttp for Switchyard {
     type CTX = RequestCtx;
 
+    /// No downstream modules. Pingora's default adds a response-compression module, disabled,
+    /// which Switchyard never enables; it would still be built, boxed and called for every
+    /// request (three allocations each).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         let mut ctx = RequestCtx::new();
         ctx.serving = Some(self.leaving.serving());
