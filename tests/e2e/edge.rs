@@ -684,3 +684,63 @@ async fn tls_offers_only_1_2_and_1_3_with_modern_ciphers_and_h2() {
         "{legacy}"
     );
 }
+
+/// The header names one request carried to the backend, lowercased.
+fn names_seen(backend: &RunningBackend, path: &str) -> Vec<String> {
+    let seen = backend.state().recent_requests();
+    let request = seen
+        .iter()
+        .find(|r| r.target == path)
+        .unwrap_or_else(|| panic!("the backend never saw {path}: {seen:?}"));
+    request
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_lowercase())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_stay_between_client_and_proxy() {
+    let b = backend("b", 0).await;
+    let sy = Switchyard::start(&single_group(
+        "",
+        "    health_check:\n      enabled: false\n",
+        &backend_list(&[&b]),
+    ))
+    .await;
+
+    // A request with no hop-by-hop field keeps every field it has.
+    let plain = raw(
+        sy.port,
+        b"GET /plain HTTP/1.1\r\nHost: example.test\r\nX-Kept: 1\r\nAccept: */*\r\n\r\n",
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    let names = names_seen(&b, "/plain");
+    assert!(names.contains(&"x-kept".to_string()), "{names:?}");
+    assert!(names.contains(&"accept".to_string()), "{names:?}");
+
+    // One with them: the standard ones and those its Connection field names are dropped.
+    let hop = raw(
+        sy.port,
+        b"GET /hop HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive, X-Private\r\n\
+X-Private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic c2VjcmV0\r\n\
+TE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: 1\r\n\r\n",
+    )
+    .await;
+    assert!(hop.starts_with("HTTP/1.1 200"), "{hop}");
+    let names = names_seen(&b, "/hop");
+    for dropped in [
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "proxy-connection",
+    ] {
+        assert!(
+            !names.contains(&dropped.to_string()),
+            "{dropped} reached the backend: {names:?}"
+        );
+    }
+    assert!(names.contains(&"x-kept".to_string()), "{names:?}");
+}
