@@ -183,6 +183,23 @@ impl Switchyard {
     }
 
     async fn start_exact_in(dir: TempDir, yaml: &str, env: &[(&str, String)]) -> Switchyard {
+        // The ports were free a moment ago; another test may take one before this instance
+        // binds it. Switchyard then refuses to start, naming the address: try other ports.
+        let mut dir = Some(dir);
+        for attempt in 1.. {
+            let sy = Self::spawn_on_free_ports(dir.take().unwrap(), yaml, env);
+            match sy.wait_listening().await {
+                Ok(sy) => return sy,
+                Err((sy, log)) if attempt < 5 && log.contains("cannot listen on") => {
+                    dir = Some(sy.into_dir());
+                }
+                Err((_, log)) => panic!("switchyard exited early:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn_on_free_ports(dir: TempDir, yaml: &str, env: &[(&str, String)]) -> Switchyard {
         let port = free_port();
         let admin_port = free_port();
         let mut yaml = yaml.to_string();
@@ -206,22 +223,27 @@ impl Switchyard {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn switchyard");
-        let mut sy = Switchyard {
+        Switchyard {
             child,
             port,
             admin_port,
             dir,
             log,
-        };
-        sy.wait_listening().await;
-        sy
+        }
     }
 
-    async fn wait_listening(&mut self) {
+    /// The instance's directory, for another attempt (the instance has exited).
+    fn into_dir(mut self) -> TempDir {
+        std::mem::replace(&mut self.dir, TempDir::new())
+    }
+
+    /// Wait until the instance listens; if it exits first, give it back with its log.
+    async fn wait_listening(mut self) -> Result<Switchyard, (Switchyard, String)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("switchyard exited early ({status}):\n{}", self.log_text());
+                let log = format!("({status}) {}", self.log_text());
+                return Err((self, log));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 // The admin listener binds on its own, usually at the same moment: give it a
@@ -232,7 +254,7 @@ impl Switchyard {
                 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                return;
+                return Ok(self);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
