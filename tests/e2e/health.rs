@@ -69,7 +69,8 @@ async fn a_group_with_no_healthy_backend_fails_open_or_answers_503() {
         .await;
         assert!(
             down,
-            "fail_open={fail_open}: unexpected answers; log:\n{}",
+            "fail_open={fail_open}: unexpected answers {:?}; log:\n{}",
+            last.lock().unwrap(),
             sy.log_text()
         );
     }
