@@ -44,9 +44,12 @@ struct Idle {
 }
 
 impl Idle {
+    fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.since)
+    }
+
     fn expired(&self, now: Instant) -> bool {
-        self.timeout
-            .is_some_and(|t| now.saturating_duration_since(self.since) >= t)
+        self.timeout.is_some_and(|t| self.idle_for(now) >= t)
     }
 }
 
@@ -101,12 +104,13 @@ impl IdleSweep {
         let Some(idle) = self.idle.lock().remove(&id) else {
             return true;
         };
-        if !idle.expired(Instant::now()) {
+        let now = Instant::now();
+        if !idle.expired(now) {
             return true;
         }
         debug!("idle connection reached its idle timeout");
         if let Some(callback) = &self.callback {
-            callback(idle.since.elapsed());
+            callback(idle.idle_for(now));
         }
         false
     }
@@ -127,7 +131,7 @@ impl IdleSweep {
                 pool.pop_closed(&idle.meta);
             }
             if evicted || stale {
-                left.push(now.saturating_duration_since(idle.since));
+                left.push(idle.idle_for(now));
             }
             !(evicted || stale)
         });
@@ -162,25 +166,13 @@ fn socket_is_idle(fd: UniqueIDType, unexpected_data_conn_count: &AtomicU64) -> b
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    match n {
-        0 => {
-            debug!("idle connection closed by the server");
-            false
-        }
-        n if n > 0 => {
-            log::warn!("Unexpected data read in idle connection");
-            unexpected_data_conn_count.fetch_add(1, Ordering::Relaxed);
-            false
-        }
-        _ => {
-            let err = std::io::Error::last_os_error();
-            let idle = err.kind() == std::io::ErrorKind::WouldBlock;
-            if !idle {
-                debug!("idle connection is broken: {err}");
-            }
-            idle
-        }
-    }
+    let read = if n >= 0 {
+        Some(Ok(n as usize))
+    } else {
+        let err = std::io::Error::last_os_error();
+        (err.kind() != std::io::ErrorKind::WouldBlock).then_some(Err(err))
+    };
+    super::still_idle(read, unexpected_data_conn_count)
 }
 
 #[cfg(not(unix))]

@@ -549,7 +549,16 @@ fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &Atomic
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
     let result = tokio::task::unconstrained(stream.read(&mut buf[..])).now_or_never();
-    if let Some(data_result) = result {
+    still_idle(result, unexpected_data_conn_count)
+}
+
+/// Whether an idle connection may stay pooled, given what a non-blocking read of it returned
+/// (`None`: it would block, nothing to read).
+fn still_idle(
+    read: Option<std::io::Result<usize>>,
+    unexpected_data_conn_count: &AtomicU64,
+) -> bool {
+    if let Some(data_result) = read {
         match data_result {
             Ok(n) => {
                 if n == 0 {
