@@ -484,6 +484,10 @@ impl ProxyHttp for Switchyard {
         let code = outcome::status_for(e);
         if code > 0 && session.response_written().is_none() {
             ctx.local_status = Some(code);
+            // Pingora closes the client connection after a failed proxy attempt (the answer
+            // below says it cannot be reused): the response must say so, or a client sends its
+            // next request on a connection that is being closed.
+            session.set_keepalive(None);
             let message = outcome::message_for(code);
             let _ = if grpc::is_grpc(session.req_header()) {
                 respond::grpc_error(session, grpc::status_for_http(code), message).await

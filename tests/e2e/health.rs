@@ -76,6 +76,70 @@ async fn a_group_with_no_healthy_backend_fails_open_or_answers_503() {
     }
 }
 
+/// Read one response head and its body (`content-length` bytes) from `s`; `None` if the
+/// connection closed or broke first, or nothing complete came within 5 s.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Some(text);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_503_keeps_its_connection_only_when_it_says_so() {
+    use tokio::io::AsyncWriteExt;
+    let b = backend("a", 0).await;
+    let sy = Switchyard::start(&group_yaml(&backend_list(&[&b]), "    fail_open: false\n")).await;
+    control(&b, serde_json::json!({"healthy": false})).await;
+    let refused = eventually(Duration::from_secs(10), || async {
+        get(&client(None), &sy.url("/x")).await.status == 503
+    })
+    .await;
+    assert!(refused, "the group never answered 503");
+
+    let request = b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let first = read_response(&mut s).await.expect("a first answer");
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    if first
+        .to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n")
+    {
+        // Announced: the proxy closes it, and a client knows not to reuse it.
+        return;
+    }
+    // Not announced: the connection must take the next request, as a client will send it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = s.write_all(request).await;
+    let second = read_response(&mut s).await;
+    assert!(
+        second.is_some_and(|r| r.starts_with("HTTP/1.1 503")),
+        "the 503 kept the connection open (no `Connection: close`) but the proxy closed it: {first}"
+    );
+}
+
 /// A backend whose `/health` passes but whose requests fail with 503.
 async fn failing_but_healthy(name: &str) -> backend_server::RunningBackend {
     backend_with(
