@@ -13,6 +13,8 @@ pub enum Refusal {
     /// 400: both `Content-Length` and `Transfer-Encoding`, several differing lengths, or a
     /// transfer coding other than a final `chunked` (request-smuggling shapes).
     AmbiguousFraming,
+    /// 400: an HTTP/1.1 request without a `Host` field (RFC 9112 3.2 requires the 400).
+    MissingHost,
 }
 
 impl Refusal {
@@ -20,7 +22,7 @@ impl Refusal {
         match self {
             Refusal::HeadersTooLarge => 431,
             Refusal::BodyTooLarge => 413,
-            Refusal::AmbiguousFraming => 400,
+            Refusal::AmbiguousFraming | Refusal::MissingHost => 400,
         }
     }
 
@@ -31,6 +33,7 @@ impl Refusal {
             Refusal::AmbiguousFraming => {
                 "bad request: ambiguous message framing (Content-Length / Transfer-Encoding)"
             }
+            Refusal::MissingHost => "bad request: an HTTP/1.1 request needs a Host header",
         }
     }
 }
@@ -71,6 +74,9 @@ pub fn check(
 ) -> Result<(), Refusal> {
     if header_bytes(req) > max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
+    }
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        return Err(Refusal::MissingHost);
     }
     let te = req.headers.get_all(http::header::TRANSFER_ENCODING);
     let cl = req.headers.get_all(http::header::CONTENT_LENGTH);
@@ -119,6 +125,7 @@ mod tests {
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", b"/x", None).unwrap();
+        r.append_header("host", "example.test").unwrap();
         for (k, v) in headers {
             r.append_header(k.to_string(), *v).unwrap();
         }
@@ -193,6 +200,21 @@ mod tests {
         assert!(!raw_has_content_length(
             b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn http_1_1_needs_a_host_and_http_1_0_does_not() {
+        let mut no_host = RequestHeader::build("GET", b"/x", None).unwrap();
+        no_host.set_version(http::Version::HTTP_11);
+        assert_eq!(
+            check(&no_host, None, 1 << 20, 100),
+            Err(Refusal::MissingHost)
+        );
+        no_host.set_version(http::Version::HTTP_10);
+        assert_eq!(check(&no_host, None, 1 << 20, 100), Ok(()));
+        // HTTP/2 carries the authority in `:authority`, not in a Host field.
+        no_host.set_version(http::Version::HTTP_2);
+        assert_eq!(check(&no_host, None, 1 << 20, 100), Ok(()));
     }
 
     #[test]

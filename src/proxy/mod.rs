@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::protocols::http::server::Session as HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -131,6 +132,12 @@ impl ProxyHttp for Switchyard {
         let snapshot = self.runtime.snapshot();
         // Bound each wait for request-body bytes (and see `request_body_filter` for the rate).
         session.set_read_timeout(Some(snapshot.config.proxy.client_body_timeout));
+        // Requests a client sends before reading the previous answer (RFC 9112 9.3.2) are
+        // answered in order, as NGINX and HAProxy do. Pingora's default closes the connection
+        // after the first answer and drops the rest.
+        if let HttpSession::H1(h1) = session.as_downstream_mut() {
+            h1.set_pipelining_enabled(true);
+        }
         ctx.snapshot = Some(snapshot);
         Ok(())
     }
@@ -143,9 +150,7 @@ impl ProxyHttp for Switchyard {
         let snapshot = snapshot_of(ctx)?;
         let settings = &snapshot.config.proxy;
         let raw = match session.as_downstream() {
-            pingora_core::protocols::http::server::Session::H1(h1) => {
-                Some(h1.get_headers_raw_bytes())
-            }
+            HttpSession::H1(h1) => Some(h1.get_headers_raw_bytes()),
             _ => None,
         };
         let req = session.req_header();
@@ -155,6 +160,9 @@ impl ProxyHttp for Switchyard {
             settings.max_header_bytes,
             settings.max_body_bytes,
         ) {
+            // Where this request ends is unknown or not worth reading: nothing after it on
+            // this connection may be taken for a request.
+            session.set_keepalive(None);
             return self
                 .refuse(session, ctx, refusal.status(), refusal.message(), None)
                 .await;
@@ -422,6 +430,11 @@ impl ProxyHttp for Switchyard {
     ) -> pingora_error::Result<()> {
         let snapshot = snapshot_of(ctx)?;
         let settings = &snapshot.config.proxy;
+        if !session.as_downstream().is_http2() {
+            // A proxy sends its own HTTP version (RFC 9110 2.5): an HTTP/1.0 backend's answer
+            // reaches an HTTP/1.1 client as HTTP/1.1.
+            resp.set_version(http::Version::HTTP_11);
+        }
         if self.leaving.is_leaving() || session.is_process_shutting_down() {
             // Handing over or stopping: tell the client not to reuse this connection.
             resp.insert_header("connection", "close")?;

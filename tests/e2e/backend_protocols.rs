@@ -384,3 +384,74 @@ async fn grpc_clients_get_grpc_statuses_from_the_proxy_itself() {
 fn addr(b: &RunningBackend) -> SocketAddr {
     b.addr()
 }
+
+/// Python's own `http.server`: a real HTTP/1.0 server (it answers `HTTP/1.0` and closes
+/// after each answer), serving `dir`. Killed on drop.
+struct Http10Backend {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Http10Backend {
+    async fn start(dir: &TempDir) -> Http10Backend {
+        let python = require_tool("python3", "apt-get install python3");
+        let port = free_port();
+        let child = std::process::Command::new(python)
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server starts");
+        let listening = eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(listening, "http.server never listened on {port}");
+        Http10Backend { child, port }
+    }
+}
+
+impl Drop for Http10Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http_1_0_backend_is_answered_as_http_1_1_on_a_kept_connection() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new();
+    dir.write("hello.txt", "hello from an HTTP/1.0 server\n");
+    let old = Http10Backend::start(&dir).await;
+    let sy = Switchyard::start(&single_group(
+        "",
+        "",
+        &format!("      - address: 127.0.0.1:{}\n", old.port),
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_responses(&mut s, 1).await.pop().unwrap_or_default();
+        // RFC 9110 2.5: an intermediary sends its own HTTP version.
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        assert!(
+            answer.ends_with("hello from an HTTP/1.0 server\n"),
+            "{answer}"
+        );
+        assert!(
+            !answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+}

@@ -393,7 +393,13 @@ async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
         answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
         "{answer:?}"
     );
+    // HTTP/1.1 without Host is refused (RFC 9112 3.2); HTTP/1.0 without it is served below.
+    let no_host = raw(sy.port, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host:?}");
     assert_eq!(served(&[&a]), 0, "a refused request reached the backend");
+    let old_client = raw(sy.port, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(old_client.starts_with("HTTP/1.1 200"), "{old_client:?}");
+    assert_eq!(served(&[&a]), 1);
 
     // A chunked body over the limit is cut off with 413.
     let mut chunked =
@@ -743,4 +749,85 @@ TE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: 1\r\n\r\n",
         );
     }
     assert!(names.contains(&"x-kept".to_string()), "{names:?}");
+}
+
+/// The demo backend's JSON answer carries the path it saw.
+fn path_in(answer: &str) -> Option<String> {
+    let body = answer.split_once("\r\n\r\n")?.1;
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    json["path"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let a = backend("a", 0).await;
+    let b = backend("b", 5).await;
+    let sy = Switchyard::start(&single_group("", "", &backend_list(&[&a, &b]))).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    // Four requests in one write, one of them with a body, as a pipelining client sends them.
+    let pipeline = "GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
+                    POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                    GET /third HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /fourth HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(pipeline.as_bytes()).await.unwrap();
+    let answers = read_responses(&mut s, 4).await;
+    let paths: Vec<_> = answers.iter().filter_map(|a| path_in(a)).collect();
+    assert_eq!(
+        paths,
+        ["/first", "/second", "/third", "/fourth"],
+        "answers: {answers:#?}"
+    );
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200")));
+    assert!(answers[1].contains("\"body_bytes\":5"), "{}", answers[1]);
+    assert_eq!(served(&[&a, &b]), 4);
+    // The connection goes on serving afterwards.
+    s.write_all(b"GET /fifth HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let fifth = read_responses(&mut s, 1).await;
+    assert_eq!(
+        fifth.first().and_then(|a| path_in(a)).as_deref(),
+        Some("/fifth")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bytes_after_a_refused_request_are_never_taken_for_a_request() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&single_group(
+        "  max_header_bytes: 8192\n  max_body_bytes: 1000\n",
+        "",
+        &backend_list(&[&a]),
+    ))
+    .await;
+    let big_header = "a".repeat(10_000);
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let attempts = [
+        // Both framings: the proxy and a backend could disagree on where the body ends.
+        format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        // A declared body over the limit, with a request where the body would be.
+        format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{smuggled}"),
+        // A header section over the limit, followed by a request.
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big_header}\r\n\r\n{smuggled}"),
+    ];
+    for attempt in attempts {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+            .await
+            .unwrap();
+        s.write_all(attempt.as_bytes()).await.unwrap();
+        let answers = read_responses(&mut s, 2).await;
+        let shown: String = attempt.chars().take(80).collect();
+        assert_eq!(answers.len(), 1, "{shown:?}… got {answers:#?}");
+        assert!(
+            answers[0]
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{}",
+            answers[0]
+        );
+        assert!(answers[0].starts_with("HTTP/1.1 4"), "{}", answers[0]);
+    }
+    assert_eq!(served(&[&a]), 0, "a smuggled request reached the backend");
 }

@@ -430,6 +430,53 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
 }
 
+/// Read up to `count` complete responses (each a head and its `content-length` body) from
+/// `s`, in order; fewer when the connection closes or breaks first, or nothing more comes
+/// within 5 s.
+pub async fn read_responses(s: &mut tokio::net::TcpStream, count: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut answers = Vec::new();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while answers.len() < count {
+        if let Some(len) = complete_response_len(&got) {
+            answers.push(String::from_utf8_lossy(&got[..len]).to_string());
+            got.drain(..len);
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    answers
+}
+
+/// Length of the first complete response in `bytes` (head and `content-length` body).
+fn complete_response_len(bytes: &[u8]) -> Option<usize> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]);
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    (bytes.len() >= end + length).then_some(end + length)
+}
+
+/// Whether the peer closes `s` (end of stream or reset) within 5 s without sending more.
+pub async fn closes_without_more(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
 /// A keep-alive client, optionally bound to a source address.
 pub fn client(source: Option<IpAddr>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
