@@ -15,6 +15,10 @@ pub enum Refusal {
     AmbiguousFraming,
     /// 400: an HTTP/1.1 request without a `Host` field (RFC 9112 3.2 requires the 400).
     MissingHost,
+    /// 400: a request target in none of the forms a proxy forwards: not an absolute path, not
+    /// absolute form, not `*` for `OPTIONS`; for example `GET a`, or `GET  /a` (Pingora's
+    /// parser percent-encodes the stray space into the target, `%20/a`).
+    MalformedRequestLine,
 }
 
 impl Refusal {
@@ -22,7 +26,7 @@ impl Refusal {
         match self {
             Refusal::HeadersTooLarge => 431,
             Refusal::BodyTooLarge => 413,
-            Refusal::AmbiguousFraming | Refusal::MissingHost => 400,
+            Refusal::AmbiguousFraming | Refusal::MissingHost | Refusal::MalformedRequestLine => 400,
         }
     }
 
@@ -34,6 +38,9 @@ impl Refusal {
                 "bad request: ambiguous message framing (Content-Length / Transfer-Encoding)"
             }
             Refusal::MissingHost => "bad request: an HTTP/1.1 request needs a Host header",
+            Refusal::MalformedRequestLine => {
+                "bad request: the request target must be an absolute path"
+            }
         }
     }
 }
@@ -65,6 +72,22 @@ pub fn raw_has_content_length(raw: &[u8]) -> bool {
         .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
+/// Whether `req`'s target, as it will be forwarded, is in origin form (an absolute path), in
+/// absolute form (`http://host/path`, whose authority Pingora checks against `Host`), or `*`
+/// for `OPTIONS`. Pingora routes any other target as `/` but forwards its bytes unchanged, so
+/// `GET admin` or `GET %20/admin` would be routed as one path and read by the backend as
+/// another.
+fn target_is_valid(req: &RequestHeader) -> bool {
+    let target = req.raw_path();
+    let absolute_form = |scheme: &[u8]| {
+        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    target.starts_with(b"/")
+        || absolute_form(b"http://")
+        || absolute_form(b"https://")
+        || (target == b"*" && req.method == http::Method::OPTIONS)
+}
+
 /// Check `req` (with its raw header bytes, when known) against the limits.
 pub fn check(
     req: &RequestHeader,
@@ -74,6 +97,9 @@ pub fn check(
 ) -> Result<(), Refusal> {
     if header_bytes(req) > max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
+    }
+    if !target_is_valid(req) {
+        return Err(Refusal::MalformedRequestLine);
     }
     if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
         return Err(Refusal::MissingHost);
@@ -215,6 +241,32 @@ mod tests {
         // HTTP/2 carries the authority in `:authority`, not in a Host field.
         no_host.set_version(http::Version::HTTP_2);
         assert_eq!(check(&no_host, None, 1 << 20, 100), Ok(()));
+    }
+
+    #[test]
+    fn targets_that_are_not_absolute_paths_are_refused() {
+        let relative = RequestHeader::build("GET", b"index.html", None).unwrap();
+        assert_eq!(
+            check(&relative, None, 1 << 20, 100),
+            Err(Refusal::MalformedRequestLine)
+        );
+        let escaped_space = RequestHeader::build("GET", b"%20/admin", None).unwrap();
+        assert_eq!(
+            check(&escaped_space, None, 1 << 20, 100),
+            Err(Refusal::MalformedRequestLine)
+        );
+        let mut absolute = RequestHeader::build("GET", b"HTTP://x/a", None).unwrap();
+        absolute.append_header("host", "x").unwrap();
+        assert_eq!(check(&absolute, None, 1 << 20, 100), Ok(()));
+        let mut star = RequestHeader::build("OPTIONS", b"*", None).unwrap();
+        star.append_header("host", "x").unwrap();
+        assert_eq!(check(&star, None, 1 << 20, 100), Ok(()));
+        let mut star_get = RequestHeader::build("GET", b"*", None).unwrap();
+        star_get.append_header("host", "x").unwrap();
+        assert_eq!(
+            check(&star_get, None, 1 << 20, 100),
+            Err(Refusal::MalformedRequestLine)
+        );
     }
 
     #[test]

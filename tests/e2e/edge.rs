@@ -396,6 +396,17 @@ async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
     // HTTP/1.1 without Host is refused (RFC 9112 3.2); HTTP/1.0 without it is served below.
     let no_host = raw(sy.port, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host:?}");
+    // A target that is not an absolute path is refused, not routed as `/` and forwarded as it
+    // came (`GET a`), or with a stray space percent-encoded into it (`GET %20/a`).
+    for line in [
+        "GET  /a HTTP/1.1",
+        "GET a HTTP/1.1",
+        "GET ?q HTTP/1.1",
+        "GET * HTTP/1.1",
+    ] {
+        let answer = raw(sy.port, format!("{line}\r\nHost: x\r\n\r\n").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{line}: {answer:?}");
+    }
     assert_eq!(served(&[&a]), 0, "a refused request reached the backend");
     let old_client = raw(sy.port, b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(old_client.starts_with("HTTP/1.1 200"), "{old_client:?}");
