@@ -39,6 +39,10 @@ pub struct HeadDeadline {
     head_done: bool,
     /// Set when a request ended: the next bytes start a new head.
     next_head: AtomicBool,
+    /// Set when the proxy has a request's head. A pipelined head can arrive whole with the
+    /// request before it and be parsed without a read of its own; the reads after it are
+    /// then its body, not a head.
+    head_seen: AtomicBool,
     /// The last bytes seen, to find `\r\n\r\n` across reads.
     tail: [u8; 3],
 }
@@ -53,24 +57,47 @@ impl HeadDeadline {
             armed: true,
             head_done: false,
             next_head: AtomicBool::new(false),
+            head_seen: AtomicBool::new(false),
             tail: [0; 3],
         }
     }
 
+    /// The proxy has this request's head: reads until [`Self::request_finished`] are its body.
+    pub fn head_received(&self) {
+        self.head_seen.store(true, Ordering::Relaxed);
+    }
+
     /// A request on this connection ended; the next bytes read start a new head.
     pub fn request_finished(&self) {
+        self.head_seen.store(false, Ordering::Relaxed);
         self.next_head.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The wrapped stream of `session`, if it is an HTTP/1 connection with a head deadline.
+fn head_deadline(session: &pingora_proxy::Session) -> Option<&HeadDeadline> {
+    match session.as_downstream() {
+        pingora_core::protocols::http::server::Session::H1(h1) => {
+            let stream: &Stream = h1.stream();
+            (**stream).as_any().downcast_ref::<HeadDeadline>()
+        }
+        _ => None,
+    }
+}
+
+/// Tell the wrapped stream of `session` (if any) that its request's head has been read, so
+/// the reads of its body are not held to the head's deadline.
+pub fn head_received(session: &pingora_proxy::Session) {
+    if let Some(wrapped) = head_deadline(session) {
+        wrapped.head_received();
     }
 }
 
 /// Tell the wrapped stream of `session` (if any) that its request ended, so the next request
 /// head on the kept-alive connection gets a deadline too.
 pub fn request_finished(session: &pingora_proxy::Session) {
-    if let pingora_core::protocols::http::server::Session::H1(h1) = session.as_downstream() {
-        let stream: &Stream = h1.stream();
-        if let Some(wrapped) = (**stream).as_any().downcast_ref::<HeadDeadline>() {
-            wrapped.request_finished();
-        }
+    if let Some(wrapped) = head_deadline(session) {
+        wrapped.request_finished();
     }
 }
 
@@ -107,6 +134,10 @@ impl AsyncRead for HeadDeadline {
             this.head_done = false;
             this.armed = false;
             this.tail = [0; 3];
+        }
+        if this.head_seen.swap(false, Ordering::Relaxed) {
+            // The head came without a read of its own (pipelined behind the previous request).
+            this.head_done = true;
         }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);

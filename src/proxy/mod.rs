@@ -138,6 +138,7 @@ impl ProxyHttp for Switchyard {
         if let HttpSession::H1(h1) = session.as_downstream_mut() {
             h1.set_pipelining_enabled(true);
         }
+        slow_client::head_received(session);
         ctx.snapshot = Some(snapshot);
         Ok(())
     }

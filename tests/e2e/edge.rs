@@ -805,6 +805,57 @@ async fn pipelined_requests_are_all_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipelined_upload_is_held_to_the_body_limits_not_the_head_deadline() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&single_group(
+        "  client_header_timeout: 1s\n  client_body_timeout: 5s\n  client_body_min_rate: 0\n",
+        "",
+        &backend_list(&[&a]),
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    // The second head arrives whole with the first request; its body follows slowly, for
+    // longer than the head deadline but well within the body timeout.
+    s.write_all(
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for chunk in [b"abc", b"def", b"ghi", b"jkl"] {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        s.write_all(chunk).await.unwrap();
+    }
+    let answers = read_responses(&mut s, 2).await;
+    let paths: Vec<_> = answers.iter().filter_map(|a| path_in(a)).collect();
+    assert_eq!(paths, ["/first", "/second"], "answers: {answers:#?}");
+    assert!(answers[1].contains("\"body_bytes\":12"), "{}", answers[1]);
+
+    // A pipelined head that never ends is still held to the head deadline, also behind a
+    // request the proxy answers itself (no read of the connection in between).
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed_after = trickle_until_closed(&mut slow, b"X", Duration::from_millis(200)).await;
+    let took = closed_after.expect("the head behind a local answer was never cut off (8 s)");
+    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed_after = trickle_until_closed(&mut slow, b"X", Duration::from_millis(200)).await;
+    let took = closed_after.expect("the trickled pipelined head was never cut off (8 s)");
+    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bytes_after_a_refused_request_are_never_taken_for_a_request() {
     let a = backend("a", 0).await;
     let sy = Switchyard::start(&single_group(
