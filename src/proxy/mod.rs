@@ -435,6 +435,16 @@ impl ProxyHttp for Switchyard {
             // A proxy sends its own HTTP version (RFC 9110 2.5): an HTTP/1.0 backend's answer
             // reaches an HTTP/1.1 client as HTTP/1.1.
             resp.set_version(http::Version::HTTP_11);
+            let old_client = matches!(
+                session.req_header().version,
+                http::Version::HTTP_10 | http::Version::HTTP_09
+            );
+            if old_client && resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+                // An HTTP/1.0 client does not know chunked (RFC 9112 6.1): the body goes as it
+                // is and ends with the connection.
+                resp.remove_header(&http::header::TRANSFER_ENCODING);
+                session.set_keepalive(None);
+            }
         }
         if self.leaving.is_leaving() || session.is_process_shutting_down() {
             // Handing over or stopping: tell the client not to reuse this connection.

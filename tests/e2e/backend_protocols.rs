@@ -393,11 +393,18 @@ struct Http10Backend {
 }
 
 impl Http10Backend {
+    /// Serve the files of `dir`; with `cgi`, also run its `cgi-bin/` scripts, whose output
+    /// goes out without a `Content-Length`, ended by closing the connection.
     async fn start(dir: &TempDir) -> Http10Backend {
+        Self::start_with(dir, false).await
+    }
+
+    async fn start_with(dir: &TempDir, cgi: bool) -> Http10Backend {
         let python = require_tool("python3", "apt-get install python3");
         let port = free_port();
         let child = std::process::Command::new(python)
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .args(cgi.then_some("--cgi"))
             .arg(port.to_string())
             .arg("--directory")
             .arg(dir.path())
@@ -454,4 +461,67 @@ async fn an_http_1_0_backend_is_answered_as_http_1_1_on_a_kept_connection() {
             "{answer}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_clients_as_is() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new();
+    std::fs::create_dir(dir.path().join("cgi-bin")).unwrap();
+    let script = dir.write(
+        "cgi-bin/stream.py",
+        "#!/usr/bin/env python3\nprint(\"Content-Type: text/plain\")\nprint()\nprint(\"streamed without a length\")\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = Http10Backend::start_with(&dir, true).await;
+    let sy = Switchyard::start(&single_group(
+        "",
+        "",
+        &format!("      - address: 127.0.0.1:{}\n", old.port),
+    ))
+    .await;
+
+    // HTTP/1.1: chunked, and the connection stays open.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /cgi-bin/stream.py HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"0\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let chunked = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(chunked.contains("transfer-encoding: chunked"), "{chunked}");
+    assert!(chunked.contains("streamed without a length"), "{chunked}");
+
+    // HTTP/1.0 (even asking for keep-alive): no chunked framing, the body as the backend sent
+    // it, ended by closing the connection, which the answer announces.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /cgi-bin/stream.py HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read_all = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        read_all.is_ok(),
+        "the connection was not closed after the body"
+    );
+    let answer = String::from_utf8_lossy(&got).to_string();
+    let lower = answer.to_ascii_lowercase();
+    assert!(!lower.contains("transfer-encoding"), "{answer}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert_eq!(body, "streamed without a length\n", "{answer}");
 }
