@@ -446,6 +446,13 @@ impl ProxyHttp for Switchyard {
                 session.set_keepalive(None);
             }
         }
+        if resp.status.is_informational() {
+            // A `100 Continue` or `103 Early Hints`: the final answer carries the rest.
+            if let Some(via) = &snapshot.via {
+                resp.append_header(&forwarding::VIA, via.clone())?;
+            }
+            return Ok(());
+        }
         if self.leaving.is_leaving() || session.is_process_shutting_down() {
             // Handing over or stopping: tell the client not to reuse this connection.
             resp.insert_header("connection", "close")?;

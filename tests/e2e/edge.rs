@@ -856,6 +856,45 @@ async fn a_pipelined_upload_is_held_to_the_body_limits_not_the_head_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_after_100_continue_keeps_its_connection() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&single_group(
+        "  decision_headers: true\n",
+        "",
+        &backend_list(&[&a]),
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let go_on = read_responses(&mut s, 1).await.pop().unwrap_or_default();
+    assert!(go_on.starts_with("HTTP/1.1 100 Continue"), "{go_on:?}");
+    assert!(
+        !go_on.contains("x-switchyard-decision"),
+        "the decision belongs on the final answer: {go_on:?}"
+    );
+    s.write_all(b"hello").await.unwrap();
+    let answer = read_responses(&mut s, 1).await.pop().unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains("\"body_bytes\":5"), "{answer}");
+    assert!(answer.contains("x-switchyard-decision"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "the upload cost its connection: {answer}"
+    );
+    s.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let next = read_responses(&mut s, 1).await.pop().unwrap_or_default();
+    assert_eq!(path_in(&next).as_deref(), Some("/next"), "{next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bytes_after_a_refused_request_are_never_taken_for_a_request() {
     let a = backend("a", 0).await;
     let sy = Switchyard::start(&single_group(

@@ -842,7 +842,10 @@ impl HttpSession {
         }
 
         // if body unfinished, or request header was not finished reading
+        // (not for a 1xx: a `100 Continue` is sent before the body by design, and a final
+        // response follows that is checked again)
         if self.close_on_response_before_downstream_finish
+            && !header.status.is_informational()
             && (self.request_header.is_none() || !self.is_body_done())
         {
             debug!("set connection close before downstream finish");
@@ -3038,6 +3041,26 @@ mod tests_stream {
         http_stream.body_write_buf = BytesMut::from(&b"abc"[..]);
         let res = http_stream.write_body_buf().await;
         assert_eq!(res.unwrap_err().etype(), &WriteTimedout);
+    }
+
+    #[tokio::test]
+    async fn test_continue_before_the_body_keeps_the_connection() {
+        let read_wire =
+            b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+        let write_expected = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let mock_io = Builder::new()
+            .read(read_wire)
+            .write(write_expected)
+            .read(b"hello")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        http_stream.respect_keepalive();
+        http_stream.write_continue_response().await.unwrap();
+        assert!(http_stream.will_keepalive());
+        let body = http_stream.read_body_bytes().await.unwrap().unwrap();
+        assert_eq!(body.as_ref(), b"hello");
+        assert!(http_stream.will_keepalive());
     }
 
     #[tokio::test]
