@@ -15,9 +15,9 @@ pub enum Refusal {
     AmbiguousFraming,
     /// 400: an HTTP/1.1 request without a `Host` field (RFC 9112 3.2 requires the 400).
     MissingHost,
-    /// 400: a request target in none of the forms a proxy forwards: not an absolute path, not
-    /// absolute form, not `*` for `OPTIONS`; for example `GET a`, or `GET  /a` (Pingora's
-    /// parser percent-encodes the stray space into the target, `%20/a`).
+    /// 400: a request line with a byte that is illegal in a target (`GET /a b`, which Pingora
+    /// would forward as `/a%20b`), or a target in none of the forms a proxy forwards: not an
+    /// absolute path, not absolute form, not `*` for `OPTIONS` (`GET a`).
     MalformedRequestLine,
 }
 
@@ -39,7 +39,8 @@ impl Refusal {
             }
             Refusal::MissingHost => "bad request: an HTTP/1.1 request needs a Host header",
             Refusal::MalformedRequestLine => {
-                "bad request: the request target must be an absolute path"
+                "bad request: malformed request line (the target must be an absolute path, with \
+                 spaces and other such characters percent-encoded)"
             }
         }
     }

@@ -150,17 +150,24 @@ impl ProxyHttp for Switchyard {
     ) -> pingora_error::Result<bool> {
         let snapshot = snapshot_of(ctx)?;
         let settings = &snapshot.config.proxy;
-        let raw = match session.as_downstream() {
-            HttpSession::H1(h1) => Some(h1.get_headers_raw_bytes()),
-            _ => None,
+        let (raw, escaped) = match session.as_downstream() {
+            HttpSession::H1(h1) => (Some(h1.get_headers_raw_bytes()), h1.request_line_escaped()),
+            _ => (None, false),
         };
         let req = session.req_header();
-        if let Err(refusal) = limits::check(
-            req,
-            raw.as_deref(),
-            settings.max_header_bytes,
-            settings.max_body_bytes,
-        ) {
+        let checked = if escaped {
+            // A space or another byte illegal in a target, which Pingora percent-encoded to
+            // parse the line: refused, as NGINX and HAProxy do, rather than guessed at.
+            Err(limits::Refusal::MalformedRequestLine)
+        } else {
+            limits::check(
+                req,
+                raw.as_deref(),
+                settings.max_header_bytes,
+                settings.max_body_bytes,
+            )
+        };
+        if let Err(refusal) = checked {
             // Where this request ends is unknown or not worth reading: nothing after it on
             // this connection may be taken for a request.
             session.set_keepalive(None);

@@ -397,12 +397,15 @@ async fn oversized_and_ambiguous_requests_are_refused_before_any_backend() {
     let no_host = raw(sy.port, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host:?}");
     // A target that is not an absolute path is refused, not routed as `/` and forwarded as it
-    // came (`GET a`), or with a stray space percent-encoded into it (`GET %20/a`).
+    // came (`GET a`); so is a space or another character that must be percent-encoded, which
+    // Pingora would encode and forward (`GET /a%20b`, `GET %20/a`).
     for line in [
         "GET  /a HTTP/1.1",
         "GET a HTTP/1.1",
         "GET ?q HTTP/1.1",
         "GET * HTTP/1.1",
+        "GET /a b HTTP/1.1",
+        "GET /a<b> HTTP/1.1",
     ] {
         let answer = raw(sy.port, format!("{line}\r\nHost: x\r\n\r\n").as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{line}: {answer:?}");

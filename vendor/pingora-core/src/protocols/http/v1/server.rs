@@ -164,6 +164,9 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Whether the request line had bytes that are illegal in a request target (space, `<`,
+    /// `>`, `"`, controls) and was parsed after percent-encoding them.
+    request_line_escaped: bool,
 }
 
 impl HttpSession {
@@ -212,6 +215,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            request_line_escaped: false,
         }
     }
 
@@ -458,6 +462,7 @@ impl HttpSession {
                             if let Some(new_buf) = escape_illegal_request_line(&buf) {
                                 buf = new_buf;
                                 already_read = buf.len();
+                                self.request_line_escaped = true;
                             } else {
                                 debug!("Invalid request header from {:?}", self.underlying_stream);
                                 buf.truncate(MAX_ERR_BUF_LEN);
@@ -1310,6 +1315,14 @@ impl HttpSession {
     /// Whether the client has half-closed the TCP connection.
     pub fn is_half_closed(&self) -> bool {
         self.half_closed
+    }
+
+    /// Whether the request line carried bytes that are illegal in a request target (a space,
+    /// `<`, `>`, `"` or a control character) and was only parsed after they were
+    /// percent-encoded. A server that wants to refuse such requests (as RFC 9112 allows and
+    /// NGINX does) can answer 400 when this is true.
+    pub fn request_line_escaped(&self) -> bool {
+        self.request_line_escaped
     }
 
     /// Return the raw bytes of the request header.
@@ -3041,6 +3054,24 @@ mod tests_stream {
         http_stream.body_write_buf = BytesMut::from(&b"abc"[..]);
         let res = http_stream.write_body_buf().await;
         assert_eq!(res.unwrap_err().etype(), &WriteTimedout);
+    }
+
+    #[tokio::test]
+    async fn test_request_line_escaped_is_reported() {
+        let mock_io = Builder::new()
+            .read(b"GET /a b HTTP/1.1\r\nHost: pingora.org\r\n\r\n")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert!(http_stream.request_line_escaped());
+        assert_eq!(http_stream.req_header().uri.path(), "/a%20b");
+
+        let mock_io = Builder::new()
+            .read(b"GET /a%20b HTTP/1.1\r\nHost: pingora.org\r\n\r\n")
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert!(!http_stream.request_line_escaped());
     }
 
     #[tokio::test]
