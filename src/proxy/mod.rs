@@ -453,11 +453,11 @@ impl ProxyHttp for Switchyard {
                 session.set_keepalive(None);
             }
         }
+        if let Some(via) = &snapshot.via {
+            resp.append_header(&forwarding::VIA, via.clone())?;
+        }
         if resp.status.is_informational() {
             // A `100 Continue` or `103 Early Hints`: the final answer carries the rest.
-            if let Some(via) = &snapshot.via {
-                resp.append_header(&forwarding::VIA, via.clone())?;
-            }
             return Ok(());
         }
         if self.leaving.is_leaving() || session.is_process_shutting_down() {
@@ -469,9 +469,6 @@ impl ProxyHttp for Switchyard {
             if forwarding::downstream_scheme(session) == "https" {
                 resp.insert_header("strict-transport-security", hsts.as_str())?;
             }
-        }
-        if let Some(via) = &snapshot.via {
-            resp.append_header(&forwarding::VIA, via.clone())?;
         }
         let (Some(group), Some(backend)) = (&ctx.group, ctx.backend_addr()) else {
             return Ok(());
