@@ -421,6 +421,16 @@ impl Http10Backend {
         assert!(listening, "http.server never listened on {port}");
         Http10Backend { child, port }
     }
+
+    /// A switchyard with one group of just this backend.
+    async fn behind_switchyard(&self) -> Switchyard {
+        Switchyard::start(&single_group(
+            "",
+            "",
+            &format!("      - address: 127.0.0.1:{}\n", self.port),
+        ))
+        .await
+    }
 }
 
 impl Drop for Http10Backend {
@@ -436,15 +446,8 @@ async fn an_http_1_0_backend_is_answered_as_http_1_1_on_a_kept_connection() {
     let dir = TempDir::new();
     dir.write("hello.txt", "hello from an HTTP/1.0 server\n");
     let old = Http10Backend::start(&dir).await;
-    let sy = Switchyard::start(&single_group(
-        "",
-        "",
-        &format!("      - address: 127.0.0.1:{}\n", old.port),
-    ))
-    .await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let sy = old.behind_switchyard().await;
+    let mut s = sy.connect().await;
     for _ in 0..3 {
         s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -475,17 +478,10 @@ async fn a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_cli
     );
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let old = Http10Backend::start_with(&dir, true).await;
-    let sy = Switchyard::start(&single_group(
-        "",
-        "",
-        &format!("      - address: 127.0.0.1:{}\n", old.port),
-    ))
-    .await;
+    let sy = old.behind_switchyard().await;
 
     // HTTP/1.1: chunked, and the connection stays open.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     s.write_all(b"GET /cgi-bin/stream.py HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -503,9 +499,7 @@ async fn a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_cli
 
     // HTTP/1.0 (even asking for keep-alive): no chunked framing, the body as the backend sent
     // it, ended by closing the connection, which the answer announces.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     s.write_all(b"GET /cgi-bin/stream.py HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .await
         .unwrap();

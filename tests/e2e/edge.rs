@@ -468,9 +468,7 @@ async fn a_client_trickling_its_request_head_is_disconnected() {
         &backend_list(&[&a]),
     ))
     .await;
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut slow = sy.connect().await;
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
@@ -500,9 +498,7 @@ async fn a_body_trickled_below_the_minimum_rate_is_cut_off_and_a_steady_one_is_n
     .await;
     // One byte every 300 ms: every single wait is shorter than the body timeout, so only
     // the rate floor (1 s + 1 s per 100 bytes) can end it.
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut slow = sy.connect().await;
     slow.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
         .await
         .unwrap();
@@ -513,9 +509,7 @@ async fn a_body_trickled_below_the_minimum_rate_is_cut_off_and_a_steady_one_is_n
 
     // A slow but steady upload (2 KiB over about 2.1 s, above 100 B/s) goes through, although
     // it lasts longer than the body timeout.
-    let mut steady = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut steady = sy.connect().await;
     steady
         .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n")
         .await
@@ -537,9 +531,7 @@ async fn the_next_request_head_on_a_kept_alive_connection_has_a_deadline_too() {
         &backend_list(&[&a]),
     ))
     .await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -777,9 +769,7 @@ async fn pipelined_requests_are_all_answered_in_order() {
     let a = backend("a", 0).await;
     let b = backend("b", 5).await;
     let sy = Switchyard::start(&single_group("", "", &backend_list(&[&a, &b]))).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     // Four requests in one write, one of them with a body, as a pipelining client sends them.
     let pipeline = "GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
                     POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
@@ -816,9 +806,7 @@ async fn a_pipelined_upload_is_held_to_the_body_limits_not_the_head_deadline() {
         &backend_list(&[&a]),
     ))
     .await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     // The second head arrives whole with the first request; its body follows slowly, for
     // longer than the head deadline but well within the body timeout.
     s.write_all(
@@ -836,26 +824,22 @@ async fn a_pipelined_upload_is_held_to_the_body_limits_not_the_head_deadline() {
     assert_eq!(paths, ["/first", "/second"], "answers: {answers:#?}");
     assert!(answers[1].contains("\"body_bytes\":12"), "{}", answers[1]);
 
-    // A pipelined head that never ends is still held to the head deadline, also behind a
-    // request the proxy answers itself (no read of the connection in between).
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
-    slow.write_all(b"GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let closed_after = trickle_until_closed(&mut slow, b"X", Duration::from_millis(200)).await;
-    let took = closed_after.expect("the head behind a local answer was never cut off (8 s)");
-    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
-    slow.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let closed_after = trickle_until_closed(&mut slow, b"X", Duration::from_millis(200)).await;
-    let took = closed_after.expect("the trickled pipelined head was never cut off (8 s)");
-    assert!(took < Duration::from_secs(4), "cut off only after {took:?}");
+    // A pipelined head that never ends is still held to the head deadline: behind a request
+    // that went to the backend, and behind one the proxy answers itself (no read of the
+    // connection in between).
+    for first in ["GET /first", "GET /a/../b"] {
+        let mut slow = sy.connect().await;
+        let pipeline =
+            format!("{first} HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n");
+        slow.write_all(pipeline.as_bytes()).await.unwrap();
+        let closed_after = trickle_until_closed(&mut slow, b"X", Duration::from_millis(200)).await;
+        let took = closed_after
+            .unwrap_or_else(|| panic!("the head behind `{first}` was never cut off (8 s)"));
+        assert!(
+            took < Duration::from_secs(4),
+            "behind `{first}`: cut off only after {took:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -867,9 +851,7 @@ async fn an_upload_after_100_continue_keeps_its_connection() {
         &backend_list(&[&a]),
     ))
     .await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     s.write_all(
         b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
     )
@@ -917,9 +899,7 @@ async fn bytes_after_a_refused_request_are_never_taken_for_a_request() {
         format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big_header}\r\n\r\n{smuggled}"),
     ];
     for attempt in attempts {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-            .await
-            .unwrap();
+        let mut s = sy.connect().await;
         s.write_all(attempt.as_bytes()).await.unwrap();
         let answers = read_responses(&mut s, 2).await;
         let shown: String = attempt.chars().take(80).collect();

@@ -89,9 +89,7 @@ async fn a_503_keeps_its_connection_only_when_it_says_so() {
     assert!(refused, "the group never answered 503");
 
     let request = b"GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n";
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-        .await
-        .unwrap();
+    let mut s = sy.connect().await;
     s.write_all(request).await.unwrap();
     let first = read_responses(&mut s, 1)
         .await

@@ -123,9 +123,7 @@ async fn malformed_requests_get_4xx_and_the_proxy_keeps_serving() {
         "GET /cluster1/%2e%2e/cluster2 HTTP/1.1\r\nHost: x\r\n\r\n",
         "BLAH\r\n\r\n",
     ] {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sy.port))
-            .await
-            .unwrap();
+        let mut s = sy.connect().await;
         s.write_all(raw.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 256];
         let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))

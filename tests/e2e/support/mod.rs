@@ -278,6 +278,13 @@ impl Switchyard {
         }
     }
 
+    /// A raw TCP connection to the proxy's listener, for requests written by hand.
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("the proxy accepts a connection")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
