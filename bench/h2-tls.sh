@@ -31,9 +31,7 @@ BIN=${SWITCHYARD_BIN:-$HERE/target/release/switchyard}
 for tool in h2load nginx openssl; do command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }; done
 bench_init h2-bench
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+tls_cert
 
 start_backends 0
 
@@ -69,40 +67,7 @@ taskset -c 1 nginx -e "$RUN/proxy/nginx.log" -p "$RUN/proxy/" -c "$RUN/proxy/ngi
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
 
-cat >"$RUN/switchyard.yaml" <<EOF
-version: 1
-threads: 1
-pid_file: $RUN/switchyard.pid
-upgrade_sock: $RUN/switchyard.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-upstream_keepalive_pool_size: 1024
-listeners:
-  - address: 127.0.0.1:18410
-    tls:
-      cert: $RUN/cert.pem
-      key: $RUN/key.pem
-admin:
-  address: 127.0.0.1:18490
-  metrics: true
-proxy:
-  access_log: false
-  via: ""
-target_groups:
-  - name: bench
-    strategy: round_robin
-    backends:
-      - address: 127.0.0.1:18001
-      - address: 127.0.0.1:18002
-      - address: 127.0.0.1:18003
-    health_check:
-      path: /
-      interval: 1s
-      timeout: 500ms
-routes:
-  - path_prefix: /
-    target_group: bench
-EOF
+switchyard_tls_config "$RUN/switchyard.yaml" 18410 18490 health
 taskset -c 1 "$BIN" -c "$RUN/switchyard.yaml" 2>"$RUN/switchyard.log" &
 SY_PID=$!
 PIDS+=($SY_PID)

@@ -21,40 +21,10 @@ for tool in h2load nginx openssl valgrind callgrind_annotate; do
   command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
 done
 bench_init instr-h2
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+tls_cert
 start_backends
 for p in 18001 18002 18003; do wait_port $p; done
-cat >"$RUN/switchyard.yaml" <<EOF
-version: 1
-threads: 1
-pid_file: $RUN/switchyard.pid
-upgrade_sock: $RUN/switchyard.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-listeners:
-  - address: 127.0.0.1:18430
-    tls:
-      cert: $RUN/cert.pem
-      key: $RUN/key.pem
-admin:
-  address: 127.0.0.1:18530
-  metrics: true
-proxy:
-  access_log: false
-  via: ""
-target_groups:
-  - name: bench
-    strategy: round_robin
-    backends:
-      - address: 127.0.0.1:18001
-      - address: 127.0.0.1:18002
-      - address: 127.0.0.1:18003
-routes:
-  - path_prefix: /
-    target_group: bench
-EOF
+switchyard_tls_config "$RUN/switchyard.yaml" 18430 18530
 
 total_ir() { # BIN N OUT -> total instructions of one run
   valgrind --tool=callgrind --callgrind-out-file="$3" "$1" -c "$RUN/switchyard.yaml" \

@@ -9,6 +9,12 @@
 #   cpu_ticks PID             utime+stime of PID and its children (NGINX: master and workers)
 #   rss_kb PID                resident set of PID and its children, in KiB
 #   median                    the median of the numbers on standard input
+#   tls_cert                  a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1:
+#                             $RUN/cert.pem and $RUN/key.pem
+#   switchyard_tls_config FILE PORT ADMIN [HEALTH]
+#                             a Switchyard config in FILE: one worker, a TLS listener on PORT
+#                             (tls_cert's files), admin on ADMIN, round robin over the three
+#                             backends; active health checks every second when HEALTH is `health`
 export PATH="$PATH:/usr/sbin:/sbin"
 
 bench_init() {
@@ -60,3 +66,48 @@ proc_tree() { echo "$1"; pgrep -P "$1" || true; }
 cpu_ticks() { for p in $(proc_tree "$1"); do cat "/proc/$p/stat"; done | awk '{s += $14 + $15} END {print s}'; }
 rss_kb() { for p in $(proc_tree "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS/ {s += $2} END {print s}'; }
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+tls_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+}
+
+switchyard_tls_config() {
+  local health=""
+  [ "${4:-}" = health ] && health="    health_check:
+      path: /
+      interval: 1s
+      timeout: 500ms
+"
+  cat >"$1" <<EOF
+version: 1
+threads: 1
+pid_file: $1.pid
+upgrade_sock: $1.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+upstream_keepalive_pool_size: 1024
+listeners:
+  - address: 127.0.0.1:$2
+    tls:
+      cert: $RUN/cert.pem
+      key: $RUN/key.pem
+admin:
+  address: 127.0.0.1:$3
+  metrics: true
+proxy:
+  access_log: false
+  via: ""
+target_groups:
+  - name: bench
+    strategy: round_robin
+    backends:
+      - address: 127.0.0.1:18001
+      - address: 127.0.0.1:18002
+      - address: 127.0.0.1:18003
+${health}routes:
+  - path_prefix: /
+    target_group: bench
+EOF
+}
