@@ -44,6 +44,9 @@ pub struct Fixed {
     pub pingora: ServerConf,
     /// `proxy.h2c`: set on the listening sockets' HTTP options at start.
     pub h2c: bool,
+    /// `proxy.header_case`: set on the listening sockets' HTTP options and on every backend
+    /// connection at start.
+    pub preserve_header_case: bool,
 }
 
 /// One run-time change a reload undid.
@@ -242,6 +245,9 @@ impl Reloader {
         }
         if loaded.config.proxy.h2c != self.fixed.h2c {
             out.push("proxy.h2c changed".to_string());
+        }
+        if loaded.config.proxy.preserve_header_case != self.fixed.preserve_header_case {
+            out.push("proxy.header_case changed".to_string());
         }
         out
     }

@@ -65,6 +65,7 @@ pub fn run(start: Start) -> anyhow::Result<()> {
         admin: config.admin.clone(),
         pingora: copy_of(&pingora)?,
         h2c: config.proxy.h2c,
+        preserve_header_case: config.proxy.preserve_header_case,
     };
     let reloader = Arc::new(Reloader::new(
         runtime.clone(),
@@ -225,15 +226,15 @@ fn add_proxy(
     leaving: Leaving,
     certs: &[Option<Arc<CertStore>>],
 ) {
-    let switchyard = Switchyard::new(runtime.clone(), leaving);
+    let discard_header_case = !config.proxy.preserve_header_case;
+    let switchyard = Switchyard::new(runtime.clone(), leaving, discard_header_case);
     // Pingora's proxy app, behind a deadline for request heads (slowloris).
     let mut proxy_app = HttpProxy::new(switchyard, server.configuration.clone());
     proxy_app.handle_init_modules();
-    if config.proxy.h2c {
-        let mut options = pingora_core::apps::HttpServerOptions::default();
-        options.h2c = true;
-        proxy_app.server_options = Some(options);
-    }
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2c = config.proxy.h2c;
+    options.h1_discard_header_case = discard_header_case;
+    proxy_app.server_options = Some(options);
     let guarded = GuardedApp::new(proxy_app, runtime);
     let mut proxy = Service::new("switchyard proxy".to_string(), guarded);
     for (i, l) in config.listeners.iter().enumerate() {

@@ -150,6 +150,12 @@ pub struct ProxyFile {
     pub h2c: bool,
     /// Write one access-log line per request through the `log` crate (default true).
     pub access_log: Option<bool>,
+    /// How HTTP/1.x header names are written when forwarded: `preserve` (default) as the
+    /// client or backend wrote them; `lowercase` in lowercase as HAProxy and Envoy send them
+    /// (but for a dozen names Pingora writes in their usual case: `Host`, `Content-Length`,
+    /// `Content-Type`, `Date`, `Server`, `Set-Cookie`, …), which saves a second header map
+    /// per request and per response. Fixed at start.
+    pub header_case: Option<HeaderCaseFile>,
     /// Value of the `Via` header added upstream and downstream (default `switchyard`;
     /// empty string disables it).
     pub via: Option<String>,
@@ -245,6 +251,14 @@ pub struct TargetGroupFile {
     pub protocol_version: Option<ProtocolVersionFile>,
     /// How to verify the backends (and show who we are) with `protocol: https`.
     pub tls: Option<BackendTlsFile>,
+}
+
+/// How forwarded HTTP/1.x header names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderCaseFile {
+    Preserve,
+    Lowercase,
 }
 
 /// The transport to the backends.

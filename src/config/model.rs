@@ -64,6 +64,8 @@ pub struct ProxySettings {
     /// HTTP/2 without TLS on plain listeners.
     pub h2c: bool,
     pub access_log: bool,
+    /// Keep HTTP/1.x header names' case as written (`header_case: preserve`).
+    pub preserve_header_case: bool,
     pub via: Option<String>,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,

@@ -46,11 +46,18 @@ pub const CLIENT_CLOSED: u16 = 499;
 pub struct Switchyard {
     runtime: Arc<Runtime>,
     leaving: Leaving,
+    /// `proxy.header_case: lowercase`, fixed at start like the listeners' own setting.
+    discard_header_case: bool,
 }
 
 impl Switchyard {
-    pub fn new(runtime: Arc<Runtime>, leaving: Leaving) -> Self {
-        Self { runtime, leaving }
+    /// The proxy over `runtime`; `discard_header_case` as the listeners were started with.
+    pub fn new(runtime: Arc<Runtime>, leaving: Leaving, discard_header_case: bool) -> Self {
+        Self {
+            runtime,
+            leaving,
+            discard_header_case,
+        }
     }
 
     /// Answer with `status` and a short text, remembering the status for logs and metrics.
@@ -333,7 +340,9 @@ impl ProxyHttp for Switchyard {
         ctx.backend = Some(pick.stats.clone());
         ctx.failed_open |= pick.failed_open;
         ctx.attempt = Some(Attempt::start(group.clone(), &pick.stats, pick.inputs, now));
-        Ok(Box::new(group.peers.peer(pick.addr)))
+        let mut peer = group.peers.peer(pick.addr);
+        peer.options.h1_discard_header_case = self.discard_header_case;
+        Ok(Box::new(peer))
     }
 
     fn fail_to_connect(

@@ -169,10 +169,14 @@ async fn an_mtls_backend_answers_only_with_a_client_certificate() {
     .await;
     let refused = get(&client(None), &without.url("/x")).await;
     assert_eq!(refused.status, 502, "{refused:?}");
-    let m = without.metrics().await;
+    // The attempt's outcome is recorded once the answer has gone out: wait for it.
     let label = backend.addr().to_string();
-    let errors = metric_sum(&m, "lb_upstream_errors_total", &[("backend", &label)]);
-    assert!(errors >= 1.0, "{m}");
+    let counted = eventually(Duration::from_secs(5), || async {
+        let m = without.metrics().await;
+        metric_sum(&m, "lb_upstream_errors_total", &[("backend", &label)]) >= 1.0
+    })
+    .await;
+    assert!(counted, "{}", without.metrics().await);
     let (cert, key) = client_ca.issue("client", &["switchyard.test"]);
     let with = Switchyard::start(&single_group(
         "",
@@ -385,55 +389,90 @@ fn addr(b: &RunningBackend) -> SocketAddr {
     b.addr()
 }
 
-/// Python's own `http.server`: a real HTTP/1.0 server (it answers `HTTP/1.0` and closes
-/// after each answer), serving `dir`. Killed on drop.
-struct Http10Backend {
+/// A backend run by `python3`: its own `http.server`, a real HTTP/1.0 server (it answers
+/// `HTTP/1.0` and closes after each answer), or [`HEAD_ECHO`]. Killed on drop.
+struct PythonBackend {
     child: std::process::Child,
     port: u16,
 }
 
-impl Http10Backend {
-    /// Serve the files of `dir`; with `cgi`, also run its `cgi-bin/` scripts, whose output
-    /// goes out without a `Content-Length`, ended by closing the connection.
-    async fn start(dir: &TempDir) -> Http10Backend {
-        Self::start_with(dir, false).await
+/// A server that answers every HTTP/1.1 request with its head exactly as received, and
+/// writes one response header in mixed case (`X-Echo-CaSe`).
+const HEAD_ECHO: &str = r#"
+import socketserver, sys
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            head = b""
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    return
+                head += line
+                if line in (b"\r\n", b"\n"):
+                    break
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Echo-CaSe: yes\r\n\r\n" % len(head) + head)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"#;
+
+impl PythonBackend {
+    /// An HTTP/1.0 server (`python3 -m http.server`) of the files of `dir`; with `cgi`,
+    /// also running its `cgi-bin/` scripts, whose output goes out without a
+    /// `Content-Length`, ended by closing the connection.
+    async fn http_1_0(dir: &TempDir, cgi: bool) -> PythonBackend {
+        let mut args = vec!["-m", "http.server", "--bind", "127.0.0.1"];
+        if cgi {
+            args.push("--cgi");
+        }
+        let dir = dir.path().to_str().unwrap().to_string();
+        Self::start(&args, &["--directory", &dir]).await
     }
 
-    async fn start_with(dir: &TempDir, cgi: bool) -> Http10Backend {
+    /// The [`HEAD_ECHO`] server.
+    async fn head_echo() -> PythonBackend {
+        Self::start(&["-c", HEAD_ECHO], &[]).await
+    }
+
+    /// `python3 ARGS PORT REST`, once it listens on PORT.
+    async fn start(args: &[&str], rest: &[&str]) -> PythonBackend {
         let python = require_tool("python3", "apt-get install python3");
         let port = free_port();
         let child = std::process::Command::new(python)
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .args(cgi.then_some("--cgi"))
+            .args(args)
             .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir.path())
+            .args(rest)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("python3 -m http.server starts");
+            .expect("python3 starts");
         let listening = eventually(Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
         })
         .await;
-        assert!(listening, "http.server never listened on {port}");
-        Http10Backend { child, port }
+        assert!(listening, "python3 {args:?} never listened on {port}");
+        PythonBackend { child, port }
     }
 
-    /// A switchyard with one group of just this backend.
-    async fn behind_switchyard(&self) -> Switchyard {
+    /// A switchyard with `proxy` settings and one group of just this backend.
+    async fn behind_switchyard_with(&self, proxy: &str) -> Switchyard {
         Switchyard::start(&single_group(
-            "",
+            proxy,
             "",
             &format!("      - address: 127.0.0.1:{}\n", self.port),
         ))
         .await
     }
+
+    /// A switchyard with one group of just this backend.
+    async fn behind_switchyard(&self) -> Switchyard {
+        self.behind_switchyard_with("").await
+    }
 }
 
-impl Drop for Http10Backend {
+impl Drop for PythonBackend {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -445,7 +484,7 @@ async fn an_http_1_0_backend_is_answered_as_http_1_1_on_a_kept_connection() {
     use tokio::io::AsyncWriteExt;
     let dir = TempDir::new();
     dir.write("hello.txt", "hello from an HTTP/1.0 server\n");
-    let old = Http10Backend::start(&dir).await;
+    let old = PythonBackend::http_1_0(&dir, false).await;
     let sy = old.behind_switchyard().await;
     let mut s = sy.connect().await;
     for _ in 0..3 {
@@ -477,7 +516,7 @@ async fn a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_cli
         "#!/usr/bin/env python3\nprint(\"Content-Type: text/plain\")\nprint()\nprint(\"streamed without a length\")\n",
     );
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let old = Http10Backend::start_with(&dir, true).await;
+    let old = PythonBackend::http_1_0(&dir, true).await;
     let sy = old.behind_switchyard().await;
 
     // HTTP/1.1: chunked, and the connection stays open.
@@ -518,4 +557,40 @@ async fn a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_cli
         .map(|(_, b)| b)
         .unwrap_or_default();
     assert_eq!(body, "streamed without a length\n", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn header_names_keep_their_case_unless_lowercase_is_asked_for() {
+    use tokio::io::AsyncWriteExt;
+    let echo = PythonBackend::head_echo().await;
+    let request = b"GET /case HTTP/1.1\r\nHost: x\r\nuser-AGENT: t\r\nX-CuStOm: v\r\n\r\n";
+    for (proxy, backend_saw, client_saw) in [
+        (
+            "",
+            ["Host: x", "user-AGENT: t", "X-CuStOm: v"],
+            "X-Echo-CaSe: yes",
+        ),
+        (
+            "  header_case: lowercase\n",
+            ["Host: x", "user-agent: t", "x-custom: v"],
+            "x-echo-case: yes",
+        ),
+    ] {
+        let sy = echo.behind_switchyard_with(proxy).await;
+        let mut s = sy.connect().await;
+        s.write_all(request).await.unwrap();
+        let answer = read_responses(&mut s, 1).await.pop().unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        for field in backend_saw {
+            assert!(
+                body.contains(&format!("\r\n{field}\r\n")),
+                "{proxy}: {body}"
+            );
+        }
+        assert!(
+            head.contains(&format!("\r\n{client_saw}")),
+            "{proxy}: {head}"
+        );
+    }
 }

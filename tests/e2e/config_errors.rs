@@ -85,6 +85,26 @@ fn unknown_strategy() {
 }
 
 #[test]
+fn header_case_is_preserve_or_lowercase() {
+    let with = |v: &str| {
+        mutate(
+            "listeners:\n",
+            &format!("proxy:\n  header_case: {v}\nlisteners:\n"),
+        )
+    };
+    assert_rejected(&with("title"), "proxy.header_case", "unknown variant", 4);
+    let parsed = |v: &str| config::parse(&with(v), "t.yaml").expect("valid").proxy;
+    assert!(!parsed("lowercase").preserve_header_case);
+    assert!(parsed("preserve").preserve_header_case);
+    assert!(
+        config::parse(VALID, "t.yaml")
+            .unwrap()
+            .proxy
+            .preserve_header_case
+    );
+}
+
+#[test]
 fn route_to_missing_group() {
     let yaml = mutate("target_group: cluster2", "target_group: cluster9");
     assert_rejected(

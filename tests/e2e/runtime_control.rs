@@ -106,6 +106,25 @@ async fn reload_under_load_keeps_what_was_learned_and_fails_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_setting_fixed_at_start_is_reported_as_needing_an_upgrade() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start_controlled(&single_group("", CHECKS, &backend_list(&[&a]))).await;
+    let conf = current_config(&sy);
+    sy.rewrite_config(&conf.replace(
+        "target_groups:\n",
+        "proxy:\n  header_case: lowercase\ntarget_groups:\n",
+    ));
+    let (status, answer) = sy.api("POST", "/reload", None, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["reloaded"]["not_applied"],
+        json!(["proxy.header_case changed"]),
+        "{answer}"
+    );
+    assert_eq!(get(&client(None), &sy.url("/x")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_file_changes_nothing_and_says_where() {
     let a = backend("a", 0).await;
     let sy = Switchyard::start_controlled(&single_group("", CHECKS, &backend_list(&[&a]))).await;

@@ -89,6 +89,18 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Do not keep the case of HTTP/1.x request header names as the client wrote them.
+    ///
+    /// By default each parsed request keeps a second map of its header names as written, so
+    /// that they can be forwarded in the same case. With this set, that map is not built:
+    /// names are written in lowercase (but for the dozen names Pingora writes in their usual
+    /// case: `Host`, `Content-Length`, ...), as they are for requests that arrived over
+    /// HTTP/2. Header names are case-insensitive (RFC 9110 §5.1), so only peers that wrongly
+    /// compare them case-sensitively can tell.
+    ///
+    /// Default: `false`
+    pub h1_discard_header_case: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -356,10 +368,15 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            let discard_header_case = self
+                .server_options()
+                .is_some_and(|opts| opts.h1_discard_header_case);
+            session.set_h1_discard_header_case(discard_header_case);
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_h1_discard_header_case(discard_header_case);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }

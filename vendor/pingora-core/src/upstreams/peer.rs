@@ -541,6 +541,11 @@ pub struct PeerOptions {
     /// **Note:** This field is unstable and may be removed or changed in future versions.
     /// It exists primarily for compatibility with legacy servers that send malformed headers.
     pub allow_h1_response_invalid_content_length: bool,
+    /// Parse HTTP/1.x response headers without a map of their names' case as written;
+    /// they are then written in lowercase wherever they are forwarded (but for the dozen
+    /// names Pingora writes in their usual case: `Host`, `Content-Length`, ...), as headers
+    /// that came over HTTP/2 are. Saves one header map per response.
+    pub h1_discard_header_case: bool,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -600,6 +605,7 @@ impl PeerOptions {
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,
+            h1_discard_header_case: false,
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

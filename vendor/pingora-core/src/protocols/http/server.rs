@@ -932,6 +932,16 @@ impl Session {
         }
     }
 
+    /// Do not keep the case of the request's header names as written (see
+    /// [`HttpServerOptions::h1_discard_header_case`](crate::apps::HttpServerOptions::h1_discard_header_case)).
+    ///
+    /// No-op for H2 / Subrequest / Custom.
+    pub fn set_h1_discard_header_case(&mut self, discard: bool) {
+        if let Self::H1(s) = self {
+            s.set_discard_header_case(discard);
+        }
+    }
+
     /// Enable or disable HTTP/1.1 request pipelining on this session.
     ///
     /// No-op for H2 / Subrequest / Custom. See

@@ -67,6 +67,8 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // If set, response headers are parsed without a map of their names' case.
+    discard_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +102,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            discard_header_case: false,
         }
     }
 
@@ -110,6 +113,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.set_discard_header_case(options.h1_discard_header_case);
         }
         session
     }
@@ -284,7 +288,12 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        let build = if self.discard_header_case {
+                            ResponseHeader::build_no_case
+                        } else {
+                            ResponseHeader::build
+                        };
+                        let mut response_header = match build(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {
@@ -521,6 +530,12 @@ impl HttpSession {
 
     pub fn set_allow_h1_response_invalid_content_length(&mut self, allow: bool) {
         self.allow_h1_response_invalid_content_length = allow;
+    }
+
+    /// Parse response headers without a map of their names' case as written (see
+    /// [`PeerOptions::h1_discard_header_case`](crate::upstreams::peer::PeerOptions::h1_discard_header_case)).
+    pub fn set_discard_header_case(&mut self, discard: bool) {
+        self.discard_header_case = discard;
     }
 
     pub(super) fn get_headers_raw(&self) -> &[u8] {
@@ -975,6 +990,28 @@ mod tests_stream {
         let res = http_stream.read_response().await;
         assert_eq!(input.len(), res.unwrap());
         assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_response_discarding_header_case() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nContent-LENGTH: 0\r\nX-CuStOm: v\r\n\r\n";
+        for (discard, written) in [
+            (false, "Content-LENGTH: 0\r\nX-CuStOm: v\r\n"),
+            (true, "Content-Length: 0\r\nx-custom: v\r\n"),
+        ] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut peer = crate::upstreams::peer::HttpPeer::new("127.0.0.1:80", false, "".into());
+            peer.options.h1_discard_header_case = discard;
+            let mut http_stream = HttpSession::new_with_options(Box::new(mock_io), &peer);
+            http_stream.read_response().await.unwrap();
+            let resp = http_stream.resp_header().unwrap();
+            assert_eq!(resp.has_case(), !discard);
+            assert_eq!(resp.headers.get("x-custom").unwrap(), "v");
+            let mut wire = Vec::new();
+            resp.header_to_h1_wire(&mut wire);
+            assert_eq!(String::from_utf8(wire).unwrap(), written);
+        }
     }
 
     #[tokio::test]

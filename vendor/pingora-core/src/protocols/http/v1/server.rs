@@ -150,6 +150,9 @@ pub struct HttpSession {
     /// Defaults to false. Can be enabled via [`set_pipelining_enabled`](Self::set_pipelining_enabled).
     /// See [`Self::set_pipelining_enabled`] for RFC 9112 §9.3.2 semantics.
     pipelining_enabled: bool,
+    /// Whether the request header is parsed without its header names' case as written.
+    /// Defaults to false. See [`set_discard_header_case`](Self::set_discard_header_case).
+    discard_header_case: bool,
     /// Pipelined bytes from the previous request on the same keep-alive connection,
     /// to be parsed as the start of this session's request. Consumed on the first
     /// call to [`Self::read_request`]. Set via [`Self::set_pipelined_prefix`] after
@@ -213,6 +216,7 @@ impl HttpSession {
             abort_on_close: true,
             proxy_tasks_enabled: false,
             pipelining_enabled: false,
+            discard_header_case: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
             request_line_escaped: false,
@@ -359,7 +363,12 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        let build = if self.discard_header_case {
+                            RequestHeader::build_no_case
+                        } else {
+                            RequestHeader::build
+                        };
+                        let mut request_header = Box::new(build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
@@ -1027,6 +1036,15 @@ impl HttpSession {
     /// request N+1 begins processing. No parallel pipelining.
     pub fn set_pipelining_enabled(&mut self, enabled: bool) {
         self.pipelining_enabled = enabled;
+    }
+
+    /// Parse the request header without a map of its header names' case as written.
+    ///
+    /// The request's names are then written in lowercase wherever it is forwarded (but for
+    /// the dozen names Pingora writes in their usual case: `Host`, `Content-Length`, ...),
+    /// and parsing it costs one header map instead of two. Must be set before [`Self::read_request`].
+    pub fn set_discard_header_case(&mut self, discard: bool) {
+        self.discard_header_case = discard;
     }
 
     /// Set pipelined bytes to be parsed as the start of this session's request.
@@ -1899,6 +1917,27 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_request_discarding_header_case() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nX-CuStOm: v\r\n\r\n";
+        for (discard, written) in [
+            (false, "Host: a\r\nX-CuStOm: v\r\n"),
+            (true, "Host: a\r\nx-custom: v\r\n"),
+        ] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_discard_header_case(discard);
+            http_stream.read_request().await.unwrap();
+            let req = http_stream.req_header();
+            assert_eq!(req.has_case(), !discard);
+            assert_eq!(req.headers.get("x-custom").unwrap(), "v");
+            let mut wire = Vec::new();
+            req.header_to_h1_wire(&mut wire);
+            assert_eq!(String::from_utf8(wire).unwrap(), written);
+        }
     }
 
     #[cfg(feature = "patched_http1")]
