@@ -14,7 +14,8 @@
 #   switchyard_tls_config FILE PORT ADMIN [HEALTH]
 #                             a Switchyard config in FILE: one worker, a TLS listener on PORT
 #                             (tls_cert's files), admin on ADMIN, round robin over the three
-#                             backends; active health checks every second when HEALTH is `health`
+#                             backends; active health checks every second when HEALTH is `health`;
+#                             `proxy.header_case` from $SWITCHYARD_HEADER_CASE (default preserve)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 bench_init() {
@@ -99,6 +100,7 @@ admin:
 proxy:
   access_log: false
   via: ""
+  header_case: ${SWITCHYARD_HEADER_CASE:-preserve}
 target_groups:
   - name: bench
     strategy: round_robin

@@ -13,7 +13,6 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 DUR=15; CONNS=50; PERF=""; STRACE=0
 BIN=$HERE/target/release/switchyard
 CONFIG=$HERE/bench/switchyard-bench-metrics-on.yaml
-PORT=18110; ADMIN=18190
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DUR=$2; shift 2;;
@@ -25,6 +24,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
+PORT=$(awk '/address: 127.0.0.1:181/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
+ADMIN=$(awk '/address: 127.0.0.1:1819/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
 . "$HERE/bench/lib.sh"
 bench_init profile
 start_backends 0
