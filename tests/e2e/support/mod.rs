@@ -294,7 +294,23 @@ impl Switchyard {
     }
 
     /// The admin listener's metrics text.
+    ///
+    /// Read once no request is in flight, waiting a second at most: an attempt's outcome is
+    /// recorded just after its answer has gone out, so a test reading right after its own
+    /// requests would otherwise race the recording.
     pub async fn metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let text = self.metrics_now().await;
+            if metric_sum(&text, "lb_backend_inflight", &[]) == 0.0 || Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The metrics page as it is now.
+    pub async fn metrics_now(&self) -> String {
         reqwest::get(self.admin_url("/metrics"))
             .await
             .unwrap()
