@@ -310,7 +310,7 @@ impl Switchyard {
     }
 
     /// The metrics page as it is now.
-    pub async fn metrics_now(&self) -> String {
+    async fn metrics_now(&self) -> String {
         reqwest::get(self.admin_url("/metrics"))
             .await
             .unwrap()
