@@ -89,13 +89,27 @@ fn target_is_valid(req: &RequestHeader) -> bool {
         || (target == b"*" && req.method == http::Method::OPTIONS)
 }
 
-/// Check `req` (with its raw header bytes, when known) against the limits.
+/// What the HTTP/1 parser saw of a request, beyond the parsed header.
+#[derive(Debug, Clone, Copy)]
+pub struct RawHead<'a> {
+    /// The head's bytes as received.
+    pub bytes: &'a [u8],
+    /// Whether the request line parsed only after Pingora percent-encoded bytes illegal in a
+    /// target (`GET /a b`).
+    pub line_escaped: bool,
+}
+
+/// Check `req` (with its raw head, when known) against the limits.
 pub fn check(
     req: &RequestHeader,
-    raw: Option<&[u8]>,
+    raw: Option<RawHead<'_>>,
     max_header_bytes: usize,
     max_body_bytes: u64,
 ) -> Result<(), Refusal> {
+    if raw.is_some_and(|r| r.line_escaped) {
+        // Refused, as NGINX and HAProxy do, rather than guessed at.
+        return Err(Refusal::MalformedRequestLine);
+    }
     if header_bytes(req) > max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
     }
@@ -109,7 +123,7 @@ pub fn check(
     let cl = req.headers.get_all(http::header::CONTENT_LENGTH);
     let has_cl = cl.iter().next().is_some();
     if te.iter().next().is_some() {
-        if has_cl || raw.is_some_and(raw_has_content_length) {
+        if has_cl || raw.is_some_and(|r| raw_has_content_length(r.bytes)) {
             return Err(Refusal::AmbiguousFraming);
         }
         // Only `chunked` as the final coding frames a request body (RFC 9112 6.3).
@@ -218,7 +232,10 @@ mod tests {
 
     #[test]
     fn content_length_removed_by_the_parser_is_still_seen() {
-        let raw = b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let raw = RawHead {
+            bytes: b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            line_escaped: false,
+        };
         let te_only = req(&[("transfer-encoding", "chunked")]);
         assert_eq!(
             check(&te_only, Some(raw), 1 << 20, 100),
@@ -242,6 +259,23 @@ mod tests {
         // HTTP/2 carries the authority in `:authority`, not in a Host field.
         no_host.set_version(http::Version::HTTP_2);
         assert_eq!(check(&no_host, None, 1 << 20, 100), Ok(()));
+    }
+
+    #[test]
+    fn a_request_line_pingora_had_to_escape_is_refused() {
+        let escaped = RawHead {
+            bytes: b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+            line_escaped: true,
+        };
+        assert_eq!(
+            check(&req(&[]), Some(escaped), 1 << 20, 100),
+            Err(Refusal::MalformedRequestLine)
+        );
+        let plain = RawHead {
+            line_escaped: false,
+            ..escaped
+        };
+        assert_eq!(check(&req(&[]), Some(plain), 1 << 20, 100), Ok(()));
     }
 
     #[test]

@@ -157,24 +157,21 @@ impl ProxyHttp for Switchyard {
     ) -> pingora_error::Result<bool> {
         let snapshot = snapshot_of(ctx)?;
         let settings = &snapshot.config.proxy;
-        let (raw, escaped) = match session.as_downstream() {
+        let (raw, line_escaped) = match session.as_downstream() {
             HttpSession::H1(h1) => (Some(h1.get_headers_raw_bytes()), h1.request_line_escaped()),
             _ => (None, false),
         };
+        let raw_head = raw.as_deref().map(|bytes| limits::RawHead {
+            bytes,
+            line_escaped,
+        });
         let req = session.req_header();
-        let checked = if escaped {
-            // A space or another byte illegal in a target, which Pingora percent-encoded to
-            // parse the line: refused, as NGINX and HAProxy do, rather than guessed at.
-            Err(limits::Refusal::MalformedRequestLine)
-        } else {
-            limits::check(
-                req,
-                raw.as_deref(),
-                settings.max_header_bytes,
-                settings.max_body_bytes,
-            )
-        };
-        if let Err(refusal) = checked {
+        if let Err(refusal) = limits::check(
+            req,
+            raw_head,
+            settings.max_header_bytes,
+            settings.max_body_bytes,
+        ) {
             // Where this request ends is unknown or not worth reading: nothing after it on
             // this connection may be taken for a request.
             session.set_keepalive(None);
