@@ -391,10 +391,7 @@ fn addr(b: &RunningBackend) -> SocketAddr {
 
 /// A backend run by `python3`: its own `http.server`, a real HTTP/1.0 server (it answers
 /// `HTTP/1.0` and closes after each answer), or [`HEAD_ECHO`]. Killed on drop.
-struct PythonBackend {
-    child: std::process::Child,
-    port: u16,
-}
+struct PythonBackend(ListeningProcess);
 
 /// A server that answers every HTTP/1.1 request with its head exactly as received, and
 /// writes one response header in mixed case (`X-Echo-CaSe`).
@@ -438,22 +435,9 @@ impl PythonBackend {
     async fn start(args: &[&str], rest: &[&str]) -> PythonBackend {
         let python = require_tool("python3", "apt-get install python3");
         let port = free_port();
-        let child = std::process::Command::new(python)
-            .args(args)
-            .arg(port.to_string())
-            .args(rest)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 starts");
-        let listening = eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(listening, "python3 {args:?} never listened on {port}");
-        PythonBackend { child, port }
+        let mut command = std::process::Command::new(python);
+        command.args(args).arg(port.to_string()).args(rest);
+        PythonBackend(ListeningProcess::start(command, port, Duration::from_secs(10)).await)
     }
 
     /// A switchyard with `proxy` settings and one group of just this backend.
@@ -461,7 +445,7 @@ impl PythonBackend {
         Switchyard::start(&single_group(
             proxy,
             "",
-            &format!("      - address: 127.0.0.1:{}\n", self.port),
+            &format!("      - address: 127.0.0.1:{}\n", self.0.port),
         ))
         .await
     }
@@ -469,13 +453,6 @@ impl PythonBackend {
     /// A switchyard with one group of just this backend.
     async fn behind_switchyard(&self) -> Switchyard {
         self.behind_switchyard_with("").await
-    }
-}
-
-impl Drop for PythonBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -571,13 +571,12 @@ fn s_client(port: u16, flags: &[&str]) -> String {
 
 /// A real OpenSSL server that accepts TLS 1.0 and 1.1, to prove the client offers them.
 struct OldTlsServer {
-    child: std::process::Child,
-    port: u16,
+    server: ListeningProcess,
     _dir: TempDir,
 }
 
 impl OldTlsServer {
-    fn start() -> Self {
+    async fn start() -> Self {
         let openssl = require_tool("openssl", "apt-get install openssl");
         let dir = TempDir::new();
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
@@ -601,7 +600,8 @@ impl OldTlsServer {
             .unwrap();
         assert!(made.status.success(), "{made:?}");
         let port = free_port();
-        let child = std::process::Command::new(&openssl)
+        let mut command = std::process::Command::new(&openssl);
+        command
             .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-www"])
             .args([
                 "-cipher",
@@ -614,31 +614,11 @@ impl OldTlsServer {
             .arg("-cert")
             .arg(&cert)
             .arg("-key")
-            .arg(&key)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "s_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .arg(&key);
         OldTlsServer {
-            child,
-            port,
+            server: ListeningProcess::start(command, port, Duration::from_secs(5)).await,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for OldTlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -672,10 +652,10 @@ async fn tls_offers_only_1_2_and_1_3_with_modern_ciphers_and_h2() {
     );
     // A client that really offers TLS 1.0/1.1 (Debian's OpenSSL refuses them itself unless
     // told SECLEVEL=0) is refused by the server with an alert.
-    let control = OldTlsServer::start();
+    let control = OldTlsServer::start().await;
     for old in ["-tls1", "-tls1_1"] {
         let flags = [old, "-cipher", "DEFAULT@SECLEVEL=0"];
-        let accepted = s_client(control.port, &flags);
+        let accepted = s_client(control.server.port, &flags);
         assert!(
             accepted.contains("Protocol  : TLSv1") && !accepted.contains("Cipher is (NONE)"),
             "the client does not offer {old}, so the test proves nothing: {accepted}"

@@ -582,6 +582,42 @@ pub fn statuses(answers: &[Answer]) -> HashMap<u16, usize> {
 }
 
 /// Poll `check` every 100 ms until it holds or `timeout` passes; returns whether it held.
+/// A helper server a test starts from another program (Python's `http.server`, OpenSSL's
+/// `s_server`): its output discarded, ready once it accepts on `port`, killed on drop.
+pub struct ListeningProcess {
+    child: Child,
+    pub port: u16,
+}
+
+impl ListeningProcess {
+    /// Spawn `command` and wait, up to `within`, until it accepts connections on `port`.
+    pub async fn start(mut command: Command, port: u16, within: Duration) -> ListeningProcess {
+        let what = format!("{command:?}");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        // Owned from here, so a failed wait below still kills it.
+        let process = ListeningProcess { child, port };
+        let listening = eventually(within, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(listening, "{what} never listened on {port}");
+        process
+    }
+}
+
+impl Drop for ListeningProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
