@@ -14,8 +14,8 @@ N=${1:-5000}
 OUT=${2:-/tmp/switchyard.callgrind}
 BIN=${3:-$HERE/target/release/switchyard}
 CONFIG=${4:-$HERE/bench/switchyard-bench-metrics-on.yaml}
-PORT=$(awk '/address: 127.0.0.1:181/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
 . "$HERE/bench/lib.sh"
+PORT=$(config_port "$CONFIG" 181)
 bench_init callgrind
 start_backends
 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" -c "$CONFIG" 2>"$RUN/vg.log" &

@@ -9,6 +9,9 @@
 #   cpu_ticks PID             utime+stime of PID and its children (NGINX: master and workers)
 #   rss_kb PID                resident set of PID and its children, in KiB
 #   median                    the median of the numbers on standard input
+#   config_port FILE PREFIX   the port of the first `address: 127.0.0.1:PREFIX…` line of the
+#                             Switchyard config FILE (bench configs: 181 for the listener, 1819
+#                             for the admin listener)
 #   tls_cert                  a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1:
 #                             $RUN/cert.pem and $RUN/key.pem
 #   switchyard_tls_config FILE PORT ADMIN [HEALTH]
@@ -112,4 +115,8 @@ ${health}routes:
   - path_prefix: /
     target_group: bench
 EOF
+}
+
+config_port() {
+  awk -v p="address: 127.0.0.1:$2" 'index($0, p) {split($NF, a, ":"); print a[2]; exit}' "$1"
 }

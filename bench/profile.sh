@@ -24,9 +24,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-PORT=$(awk '/address: 127.0.0.1:181/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
-ADMIN=$(awk '/address: 127.0.0.1:1819/ {split($NF, a, ":"); print a[2]; exit}' "$CONFIG")
 . "$HERE/bench/lib.sh"
+PORT=$(config_port "$CONFIG" 181)
+ADMIN=$(config_port "$CONFIG" 1819)
 bench_init profile
 start_backends 0
 taskset -c 1 "$BIN" -c "$CONFIG" 2>"$RUN/proxy.log" &
