@@ -14,11 +14,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use memchr::memmem;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, TimingDigest,
@@ -101,16 +102,28 @@ pub fn request_finished(session: &pingora_proxy::Session) {
     }
 }
 
+/// The end of a request head.
+const HEAD_END: &[u8] = b"\r\n\r\n";
+
+/// A searcher for [`HEAD_END`], built once (`memchr`'s vectorised substring search).
+static HEAD_END_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(HEAD_END));
+
 /// Whether `new` completes a request head (`\r\n\r\n`), given the last three bytes seen
 /// before it in `tail`; updates `tail`.
+///
+/// Runs on every read of a head. A head that arrives whole in one read ends the read (a
+/// request without a body), so that is checked first; a head followed by a body or by
+/// pipelined requests is found by a vectorised search.
 fn completes_head(tail: &mut [u8; 3], new: &[u8]) -> bool {
+    if new.ends_with(HEAD_END) {
+        return true;
+    }
     let mut edge = [0u8; 6];
     let k = new.len().min(3);
     edge[..3].copy_from_slice(tail);
     edge[3..3 + k].copy_from_slice(&new[..k]);
-    if edge[..3 + k].windows(4).any(|w| w == b"\r\n\r\n")
-        || new.windows(4).any(|w| w == b"\r\n\r\n")
-    {
+    if edge[..3 + k].windows(4).any(|w| w == HEAD_END) || HEAD_END_FINDER.find(new).is_some() {
         return true;
     }
     for &b in &new[new.len() - k..] {
@@ -306,5 +319,24 @@ mod tests {
             .any(|b| completes_head(&mut slow, &[*b])));
         assert!(!completes_head(&mut slow, b"\r"));
         assert!(completes_head(&mut slow, b"\n"));
+    }
+
+    #[test]
+    fn the_head_end_is_found_before_a_body_or_a_pipelined_request() {
+        let mut tail = [0u8; 3];
+        assert!(completes_head(
+            &mut tail,
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"
+        ));
+        let mut tail = [0u8; 3];
+        assert!(completes_head(
+            &mut tail,
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n"
+        ));
+        let mut tail = [0u8; 3];
+        assert!(!completes_head(
+            &mut tail,
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\rX: y\r\n\n"
+        ));
     }
 }
