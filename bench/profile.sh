@@ -4,7 +4,8 @@
 #
 #   bench/profile.sh [-d SECS] [-c CONNS] [--perf FILE] [--strace] [--bin PATH] [--config FILE]
 #
-# Prints requests/s, proxy CPU µs per request (utime+stime from /proc), and with --strace the
+# Prints requests/s, proxy CPU µs per request (utime+stime from /proc), minor page faults per
+# request (the allocator handing memory back and touching it again), and with --strace the
 # system calls per request (strace -c over every thread, for 4 s in the middle of the run);
 # with --perf, records `perf record -a -C 1 -g` for 5 s in the middle of the run into FILE
 # (per-process sampling does not work on these VMs). Loopback only; every run is bounded by -d.
@@ -37,10 +38,11 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 cpu() { cpu_ticks "$PROXY"; }
+faults() { awk '{print $10}' "/proc/$PROXY/stat"; }
 requests() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^lb_http_requests_total/ {s += $2} END {print s + 0}'; }
 
 taskset -c 0 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT/" >/dev/null # warm-up
-c0=$(cpu); r0=$(requests)
+c0=$(cpu); f0=$(faults); r0=$(requests)
 taskset -c 0 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$PORT/" >"$RUN/wrk.txt" &
 WRK=$!
 PIDS+=($WRK)
@@ -55,11 +57,12 @@ if [ "$STRACE" = 1 ]; then
   s1=$(requests)
 fi
 wait "$WRK"
-c1=$(cpu); r1=$(requests)
+c1=$(cpu); f1=$(faults); r1=$(requests)
 hz=$(getconf CLK_TCK)
 grep -E "Requests/sec|99%" "$RUN/wrk.txt"
 awk -v c="$((c1 - c0))" -v r="$((r1 - r0))" -v hz="$hz" \
   'BEGIN {printf "proxy CPU: %.2f us/request over %d requests\n", c * 1e6 / hz / r, r}'
+awk -v f="$((f1 - f0))" -v r="$((r1 - r0))" 'BEGIN {printf "minor page faults: %.3f per request\n", f / r}'
 echo "RSS: $(rss_kb "$PROXY") kB"
 if [ "$STRACE" = 1 ]; then
   n=$((s1 - s0))
