@@ -55,7 +55,7 @@ impl Idle {
 
 /// The connections idle in one connector's pool, by connection id.
 pub(crate) struct IdleSweep {
-    idle: Mutex<HashMap<UniqueIDType, Idle>>,
+    idle: Mutex<HashMap<UniqueIDType, Idle, ahash::RandomState>>,
     sweeper_started: AtomicBool,
     callback: Option<PoolCallback>,
     unexpected_data_conn_count: Arc<AtomicU64>,
@@ -67,7 +67,7 @@ impl IdleSweep {
         unexpected_data_conn_count: Arc<AtomicU64>,
     ) -> Self {
         IdleSweep {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             sweeper_started: AtomicBool::new(false),
             callback,
             unexpected_data_conn_count,
