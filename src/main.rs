@@ -16,6 +16,7 @@ use switchyard::reload::Source;
 
 fn main() -> ExitCode {
     allocator::tune();
+    switchyard::edge::idle::on_idle(allocator::release_unused);
     switchyard::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -90,6 +90,7 @@ pub struct Metrics {
     store_fallback: IntGaugeVec,
     build_info: IntGaugeVec,
     start_time: IntGauge,
+    client_connections: IntGauge,
     /// "0".."599", so labelling a status code does not allocate.
     codes: Vec<String>,
 }
@@ -143,6 +144,13 @@ impl Metrics {
         if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             start_time.set(since.as_secs() as i64);
         }
+        let client_connections = IntGauge::new(
+            "lb_client_connections",
+            "Client connections open now on the proxy listeners (HTTP/1 and HTTP/2; over TLS once the handshake is done).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(client_connections.clone()))
+            .expect("unique metric");
         let m = Metrics {
             enabled,
             requests: counter(&r, "lb_http_requests_total", "Requests answered, by route, target group, backend and status code.", &["route", "target_group", "backend", "code"]),
@@ -173,6 +181,7 @@ impl Metrics {
             faults: counter(&r, "lb_faults_injected_total", "Faults injected by kind (delay, abort).", &["route", "kind"]),
             build_info: gauge(&r, "lb_build_info", "Always 1; labels carry the version.", &["version"]),
             start_time,
+            client_connections,
             codes: (0..600).map(|c: u16| c.to_string()).collect(),
             registry: r,
         };
@@ -410,6 +419,8 @@ impl Metrics {
                 .with_label_values(&[route.as_str()])
                 .set(limiter.tracked_keys() as i64);
         }
+        self.client_connections
+            .set(crate::edge::idle::open_connections() as i64);
         let now = std::time::Instant::now();
         // Drop series of backends (and groups) that left, then set the current ones.
         self.backends_alive.reset();
@@ -462,7 +473,7 @@ impl Metrics {
     /// The names of every metric family registered (also those with no sample yet).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 28] = [
+        let collectors: [&dyn Collector; 29] = [
             &self.requests,
             &self.duration,
             &self.upstream_errors,
@@ -491,6 +502,7 @@ impl Metrics {
             &self.store_fallback,
             &self.build_info,
             &self.start_time,
+            &self.client_connections,
         ];
         collectors
             .iter()

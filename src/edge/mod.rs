@@ -2,6 +2,7 @@
 //! per-route rate limits, per-group overload shedding, request limits, slow clients, and the
 //! protocol (and TLS) towards the backends.
 
+pub mod idle;
 pub mod limits;
 pub mod rate_limit;
 pub mod redirect;

@@ -287,6 +287,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = super::idle::OpenConnection::new();
         let session: Stream = if session.selected_alpn_proto() == Some(ALPN::H2) {
             session
         } else {

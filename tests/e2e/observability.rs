@@ -119,6 +119,40 @@ async fn metrics_count_requests_per_backend_and_describe_backends() {
     assert!(m.contains("# TYPE lb_request_duration_seconds histogram"));
 }
 
+/// `lb_client_connections` counts the client connections open now: five kept-alive ones after
+/// a request each, none once they are closed. (The same count, falling to zero, is when the
+/// proxy hands memory it keeps for reuse back to the system.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_client_connections_are_counted_until_they_close() {
+    use tokio::io::AsyncWriteExt;
+    let (sy, _b) = cluster("").await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut s = sy.connect().await;
+        s.write_all(b"GET /cluster1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answers = read_responses(&mut s, 1).await;
+        assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
+        open.push(s);
+    }
+    let m = sy.metrics().await;
+    assert_eq!(metric_sum(&m, "lb_client_connections", &[]), 5.0, "{m}");
+    assert!(m.contains("# TYPE lb_client_connections gauge"));
+
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut now_open = f64::NAN;
+    while Instant::now() < deadline {
+        now_open = metric_sum(&sy.metrics().await, "lb_client_connections", &[]);
+        if now_open == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now_open, 0.0, "connections still counted after they closed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_errors_and_unhealthy_backends_show_in_metrics() {
     let (sy, b) = cluster("").await;
