@@ -15,7 +15,7 @@ fn resident_kib(pid: u32) -> u64 {
         .expect("VmRSS in kB")
 }
 
-/// Four hundred connections at once, each with a request answered, then all closed: a third of
+/// Three hundred connections at once, each with a request answered, then all closed: a third of
 /// a second later (no other activity: no health checks), the resident set has given back at
 /// least a quarter of what the burst added. (Not all of it: the upstream connections the burst
 /// opened stay in the keep-alive pool. Without the release it gives back nothing until the
@@ -31,7 +31,7 @@ async fn memory_taken_by_a_burst_goes_back_when_the_last_connection_closes() {
     let before = resident_kib(sy.pid());
 
     let mut open = Vec::new();
-    for _ in 0..400 {
+    for _ in 0..300 {
         open.push(sy.connect().await);
     }
     for s in &mut open {
