@@ -111,6 +111,15 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     g
 }
 
+/// A gauge without labels, registered.
+fn single_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
 fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
@@ -134,23 +143,14 @@ impl Metrics {
         .expect("valid histogram");
         r.register(Box::new(duration.clone()))
             .expect("unique metric");
-        let start_time = IntGauge::new(
+        let start_time = single_gauge(
+            &r,
             "process_start_time_seconds",
             "Start time of the process since the Unix epoch, in seconds.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(start_time.clone()))
-            .expect("unique metric");
+        );
         if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             start_time.set(since.as_secs() as i64);
         }
-        let client_connections = IntGauge::new(
-            "lb_client_connections",
-            "Client connections open now on the proxy listeners (HTTP/1 and HTTP/2; over TLS once the handshake is done).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(client_connections.clone()))
-            .expect("unique metric");
         let m = Metrics {
             enabled,
             requests: counter(&r, "lb_http_requests_total", "Requests answered, by route, target group, backend and status code.", &["route", "target_group", "backend", "code"]),
@@ -181,7 +181,7 @@ impl Metrics {
             faults: counter(&r, "lb_faults_injected_total", "Faults injected by kind (delay, abort).", &["route", "kind"]),
             build_info: gauge(&r, "lb_build_info", "Always 1; labels carry the version.", &["version"]),
             start_time,
-            client_connections,
+            client_connections: single_gauge(&r, "lb_client_connections", "Client connections open now on the proxy listeners (HTTP/1 and HTTP/2; over TLS once the handshake is done)."),
             codes: (0..600).map(|c: u16| c.to_string()).collect(),
             registry: r,
         };

@@ -265,7 +265,9 @@ impl Peek for HeadDeadline {
 }
 
 /// A server app that puts [`HeadDeadline`] on every new HTTP/1 connection of `inner`, with
-/// the header timeout of the configuration current when the connection is accepted.
+/// the header timeout of the configuration current when the connection is accepted. Every
+/// client connection passes through it, so it also counts them open
+/// ([`super::idle::OpenConnection`]) for as long as `inner` serves them.
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     runtime: Arc<crate::runtime::Runtime>,

@@ -141,16 +141,11 @@ async fn open_client_connections_are_counted_until_they_close() {
     assert!(m.contains("# TYPE lb_client_connections gauge"));
 
     drop(open);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut now_open = f64::NAN;
-    while Instant::now() < deadline {
-        now_open = metric_sum(&sy.metrics().await, "lb_client_connections", &[]);
-        if now_open == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(now_open, 0.0, "connections still counted after they closed");
+    let none_open = eventually(Duration::from_secs(5), || async {
+        metric_sum(&sy.metrics().await, "lb_client_connections", &[]) == 0.0
+    })
+    .await;
+    assert!(none_open, "connections still counted after they closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
