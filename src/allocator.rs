@@ -95,11 +95,7 @@ pub fn tune() {
 /// less CPU per request there (bench/README.md, "Memory kept for 100 ms").
 /// `MIMALLOC_ARENA_PURGE_MULT` in the environment still wins.
 fn keep_arena_memory_longer() {
-    const ARENA_PURGE_MULT: std::ffi::c_long = 100;
-    if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_none() {
-        // SAFETY: sets a process-wide option; mimalloc reads it when it next purges.
-        unsafe { ffi::mi_option_set(MI_OPTION_ARENA_PURGE_MULT, ARENA_PURGE_MULT) };
-    }
+    set_unless_in_environment(MI_OPTION_ARENA_PURGE_MULT, "MIMALLOC_ARENA_PURGE_MULT", 100);
 }
 
 /// Return to the system, now, the memory mimalloc keeps for reuse: pages of this thread's heap
@@ -115,10 +111,15 @@ pub fn release_unused() {
 /// 33 MiB, as low as purging at once (0) kept it (bench/README.md, "Memory").
 /// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 fn purge_early() {
-    const PURGE_DELAY_MS: std::ffi::c_long = 1;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    set_unless_in_environment(MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 1);
+}
+
+/// Set a mimalloc purge option to `value` unless the environment variable mimalloc reads it
+/// from (`variable`) is set, which then wins.
+fn set_unless_in_environment(option: ffi::mi_option_t, variable: &str, value: std::ffi::c_long) {
+    if std::env::var_os(variable).is_none() {
         // SAFETY: sets a process-wide option; mimalloc reads it when it next purges.
-        unsafe { ffi::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+        unsafe { ffi::mi_option_set(option, value) };
     }
 }
 
