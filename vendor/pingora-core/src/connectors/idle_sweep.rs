@@ -138,6 +138,9 @@ impl IdleSweep {
         if let Some(callback) = &self.callback {
             left.into_iter().for_each(|idle_for| callback(idle_for));
         }
+        // The pool keeps nodes emptied by reuse (`keep_emptied_nodes`); those still empty
+        // now go, so keys no longer used leave nothing behind.
+        pool.remove_empty_nodes();
     }
 }
 

@@ -226,9 +226,16 @@ impl TransportConnector {
                 unexpected_data_conn_count.clone(),
             ))
         });
+        // The sweeper removes the pool's empty nodes on each pass, so a node emptied by
+        // taking its last connection can stay for that connection's return.
+        let connection_pool = if idle_sweep.is_some() {
+            ConnectionPool::new(pool_size).keep_emptied_nodes()
+        } else {
+            ConnectionPool::new(pool_size)
+        };
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            connection_pool: Arc::new(connection_pool),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
