@@ -123,6 +123,11 @@ pub fn strip_prefix(path_and_query: &str, prefix: &str) -> String {
 /// `cluster2` to `cluster1`'s backends.
 pub fn has_dot_segment(path: &str) -> bool {
     let bytes = path.as_bytes();
+    // A dot segment needs a `.` or a `%2e`, an encoded slash a `%`: a path with neither
+    // (most of them) has none.
+    if memchr::memchr2(b'.', b'%', bytes).is_none() {
+        return false;
+    }
     // Encoded slashes anywhere.
     if bytes
         .windows(3)
@@ -260,5 +265,6 @@ mod tests {
         assert!(has_dot_segment("/./x"));
         assert!(!has_dot_segment("/cluster1/file.txt"));
         assert!(!has_dot_segment("/a/..b/c"));
+        assert!(!has_dot_segment("/cluster1/x"));
     }
 }

@@ -2,8 +2,12 @@
 //! gRPC call is usually an HTTP 200), and how the proxy's own errors are told to gRPC clients
 //! (HTTP 200 with `grpc-status` and `grpc-message`, as a trailers-only response).
 
+use http::header::HeaderName;
 use http::HeaderMap;
 use pingora_http::RequestHeader;
+
+/// `grpc-status`, parsed once: a lookup by a string would parse the name on every response.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC status codes that say the backend (not the request) is failing: DEADLINE_EXCEEDED,
 /// RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
@@ -19,7 +23,7 @@ pub fn is_grpc(req: &RequestHeader) -> bool {
 /// The `grpc-status` in `headers`, if any.
 pub fn status_of(headers: &HeaderMap) -> Option<u32> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
 }
