@@ -319,7 +319,13 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
     Some(result)
 }
 
-/// Reconcile every `Content-Length` value (across duplicate header lines and
+/// [content_length_parse_values] of `headers`' `Content-Length` values: the tests' entry point.
+#[cfg(test)]
+pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH))
+}
+
+/// Reconcile the `Content-Length` values already looked up (across duplicate header lines and
 /// comma-separated lists) into a single value, mirroring the behavior of
 /// hyper's `content_length_parse_all`
 /// (<https://github.com/hyperium/hyper/blob/v1.9.0/src/headers.rs#L40-L69>).
@@ -330,12 +336,6 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
-#[cfg(test)]
-pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
-    content_length_parse_values(headers.get_all(header::CONTENT_LENGTH))
-}
-
-/// [content_length_parse_all] over the `Content-Length` values already looked up.
 fn content_length_parse_values(
     values: http::header::GetAll<'_, http::HeaderValue>,
 ) -> Option<u64> {
@@ -402,7 +402,7 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// `Content-Length` fields having differing values (or a single invalid value)
 /// has invalid framing and the recipient MUST treat it as an unrecoverable
 /// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_parse_all`].
+/// reconciled to a single value via [`content_length_parse_values`].
 ///
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
