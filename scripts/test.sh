@@ -62,13 +62,9 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
-# The vendored pingora-pool's own unit tests, those of its patch among them (vendor/README.md).
-# The vendored crates are path dependencies, so Cargo counts them in this workspace; the tests
-# run on a copy that is a workspace of its own. Only on a whole-suite run (no filter given).
-# pingora-core's tests are not run: several of its connector tests need an outside network.
+# The vendored Pingora crates' own unit tests, those of their patches among them
+# (vendor/README.md), on a copy that is a workspace of its own. Only on a whole-suite run (no
+# filter given).
 if [ $# -eq 0 ]; then
-  copy=target/vendor-tests/pingora-pool
-  rm -rf "$copy" && mkdir -p "$(dirname "$copy")" && cp -r vendor/pingora-pool "$copy"
-  printf '\n[workspace]\n' >> "$copy/Cargo.toml"
-  cargo test --manifest-path "$copy/Cargo.toml" --target-dir target/vendor-tests/target
+  ./scripts/vendor-tests.sh
 fi
