@@ -99,9 +99,9 @@ fn keep_arena_memory_longer() {
 }
 
 /// Return to the system, now, the memory mimalloc keeps for reuse: pages of this thread's heap
-/// that are empty and every arena range waiting out its purge delay. The proxy calls it when
-/// its last client connection closes (`switchyard::edge::idle`), so the resident set after a
-/// burst is what it holds, not what it held at the peak.
+/// that are empty and every arena range waiting out its purge delay. The proxy calls it on
+/// each worker thread when its last client connection closes (`switchyard::edge::idle`), so
+/// the resident set after a burst is what it holds, not what it held at the peak.
 pub fn release_unused() {
     // SAFETY: a plain call into mimalloc; it only frees memory no block lives in.
     unsafe { ffi::mi_collect(true) };

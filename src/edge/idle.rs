@@ -5,10 +5,14 @@
 //! the allocator keeps for reuse back to the system, so the resident set after a burst is
 //! what the proxy holds, not what it held at the peak. The hook runs at most once per
 //! [`MIN_GAP`]; when it is due sooner, it runs once the gap has passed if the proxy is still
-//! idle, so a burst's end is never missed.
+//! idle, so a burst's end is never missed. After a run it runs once more, a gap later, if the
+//! proxy is still idle: a connection's task frees the rest of its memory after the connection
+//! stops counting as open, possibly on another thread. The allocator keeps memory per thread,
+//! so the hook runs on every worker thread of the runtime, not only on the one that closed the
+//! last connection ([`run_on_every_worker`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The least time between two runs of the idle hook.
@@ -22,7 +26,13 @@ static LAST_RUN: AtomicU64 = AtomicU64::new(0);
 /// A delayed run is scheduled.
 static TRAILING: AtomicBool = AtomicBool::new(false);
 
-/// Registers `hook` to run when the last open client connection closes (first call wins).
+/// How long a worker thread that has run the hook waits for the others to take theirs (see
+/// [`run_on_every_worker`]). Only spent when the proxy is idle, and only when a worker is slow
+/// to wake.
+const RENDEZVOUS_WAIT: Duration = Duration::from_millis(20);
+
+/// Registers `hook` to run, on every worker thread, when the last open client connection
+/// closes (first call wins).
 pub fn on_idle(hook: fn()) {
     let _ = HOOK.set(hook);
 }
@@ -69,7 +79,10 @@ fn fell_idle() {
         return;
     };
     match wait_before_run(&LAST_RUN, now_ms(), MIN_GAP) {
-        None => hook(),
+        None => {
+            run_on_every_worker(hook);
+            schedule_trailing_run(hook, MIN_GAP + Duration::from_millis(5));
+        }
         Some(wait) => schedule_trailing_run(hook, wait),
     }
 }
@@ -85,9 +98,73 @@ fn schedule_trailing_run(hook: fn(), wait: Duration) {
         tokio::time::sleep(wait).await;
         TRAILING.store(false, Ordering::Release);
         if open_connections() == 0 && wait_before_run(&LAST_RUN, now_ms(), MIN_GAP).is_none() {
-            hook();
+            run_on_every_worker(hook);
         }
     });
+}
+
+/// Runs `hook` once on each worker thread of the current tokio runtime; outside one, or when
+/// it has a single worker, on this thread.
+///
+/// mimalloc keeps freed memory in the heap of the thread that owns it, and a thread can only
+/// collect its own heap; under work stealing, any worker may hold some. So one task per
+/// worker is handed to the runtime's shared queue (from a blocking-pool thread: a task spawned
+/// on a worker would stay in that worker's own slot), and each task, once its hook has run,
+/// waits for the others ([`Rendezvous`]), so that no worker takes two while another takes none.
+/// The wait ends after [`RENDEZVOUS_WAIT`] at the latest: a worker that is busy or slow to
+/// wake costs the others that much idle time, never a hang.
+fn run_on_every_worker(hook: fn()) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return hook();
+    };
+    let workers = runtime.metrics().num_workers();
+    if workers <= 1 || runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return hook();
+    }
+    let shared = runtime.clone();
+    runtime.spawn_blocking(move || {
+        let rendezvous = Arc::new(Rendezvous::new(workers));
+        for _ in 0..workers {
+            let rendezvous = rendezvous.clone();
+            shared.spawn(async move {
+                hook();
+                rendezvous.arrive_and_wait(RENDEZVOUS_WAIT);
+            });
+        }
+    });
+}
+
+/// A count of arrivals that a number of threads wait on, each for at most a given time.
+struct Rendezvous {
+    arrived: Mutex<usize>,
+    all_here: Condvar,
+    expected: usize,
+}
+
+impl Rendezvous {
+    fn new(expected: usize) -> Self {
+        Rendezvous {
+            arrived: Mutex::new(0),
+            all_here: Condvar::new(),
+            expected,
+        }
+    }
+
+    /// Counts this arrival, then blocks until every expected one has come or `patience` has
+    /// passed; true if all came.
+    fn arrive_and_wait(&self, patience: Duration) -> bool {
+        let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
+        *arrived += 1;
+        if *arrived >= self.expected {
+            self.all_here.notify_all();
+            return true;
+        }
+        let (arrived, _) = self
+            .all_here
+            .wait_timeout_while(arrived, patience, |n| *n < self.expected)
+            .unwrap_or_else(|e| e.into_inner());
+        *arrived >= self.expected
+    }
 }
 
 /// `None` when a run may happen at `now` (and records it in `last`), else how long to wait.
@@ -127,6 +204,58 @@ mod tests {
             wait_before_run(&last, 106, gap),
             Some(Duration::from_millis(99))
         );
+    }
+
+    #[test]
+    fn a_rendezvous_releases_everyone_once_all_have_come_and_a_straggler_after_its_patience() {
+        let rendezvous = Arc::new(Rendezvous::new(3));
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let r = rendezvous.clone();
+                std::thread::spawn(move || r.arrive_and_wait(Duration::from_secs(30)))
+            })
+            .collect();
+        assert!(rendezvous.arrive_and_wait(Duration::from_secs(30)));
+        for w in waiting {
+            assert!(w.join().unwrap(), "all three came");
+        }
+
+        let alone = Rendezvous::new(2);
+        assert!(!alone.arrive_and_wait(Duration::from_millis(10)));
+    }
+
+    /// Each worker of a multi-thread runtime runs the hook, even though the tasks are spawned
+    /// from one of them and the runtime is otherwise idle.
+    #[test]
+    fn the_hook_runs_on_every_worker_thread() {
+        static THREADS: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+        fn note_thread() {
+            THREADS.lock().unwrap().push(std::thread::current().id());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 1..=3 {
+            THREADS.lock().unwrap().clear();
+            runtime.block_on(async {
+                tokio::spawn(async { run_on_every_worker(note_thread) })
+                    .await
+                    .unwrap();
+                for _ in 0..500 {
+                    if THREADS.lock().unwrap().len() >= 4 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            let mut threads = THREADS.lock().unwrap().clone();
+            assert_eq!(threads.len(), 4, "round {round}: one run per worker");
+            threads.sort_by_key(|t| format!("{t:?}"));
+            threads.dedup();
+            assert_eq!(threads.len(), 4, "round {round}: four distinct threads");
+        }
     }
 
     #[test]

@@ -17,14 +17,17 @@ fn resident_kib(pid: u32) -> u64 {
 
 /// Three hundred connections at once, each with a request answered, then all closed: a third of
 /// a second later (no other activity: no health checks), the resident set has given back at
-/// least a quarter of what the burst added. (Not all of it: the upstream connections the burst
-/// opened stay in the keep-alive pool. Without the release it gives back nothing until the
-/// proxy next allocates.)
+/// least three quarters of what the burst added. The proxy runs four worker threads, and each
+/// keeps the memory it freed in its own heap, so every one of them must hand it back, not only
+/// the one that closed the last connection (that alone gave back 52–65 %; all of them 88–92 %).
+/// Not all of it: the upstream connections the burst opened stay in the keep-alive pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_taken_by_a_burst_goes_back_when_the_last_connection_closes() {
     use tokio::io::AsyncWriteExt;
     let b = backend("a", 0).await;
-    let sy = Switchyard::start(&single_group("", "", &backend_list(&[&b]))).await;
+    let header = "version: 1\nthreads: 4\npid_file: {DIR}/sy.pid\nupgrade_sock: {DIR}/sy-upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n";
+    let body = single_group("", "", &backend_list(&[&b]));
+    let sy = Switchyard::start_exact(&format!("{header}{body}")).await;
     let warm = load(&sy.url("/"), 20, 2).await;
     assert!(warm.iter().all(|a| a.status == 200));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -55,7 +58,7 @@ async fn memory_taken_by_a_burst_goes_back_when_the_last_connection_closes() {
         "the burst should take some memory: before {before} kB, peak {peak} kB"
     );
     assert!(
-        after <= peak - (peak - before) / 4,
+        after <= before + (peak - before) / 4,
         "before {before} kB, peak {peak} kB, after {after} kB"
     );
 }
