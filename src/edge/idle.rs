@@ -11,6 +11,7 @@
 //! so the hook runs on every worker thread of the runtime, not only on the one that closed the
 //! last connection ([`run_on_every_worker`]).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -25,6 +26,16 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 static LAST_RUN: AtomicU64 = AtomicU64::new(0);
 /// A delayed run is scheduled.
 static TRAILING: AtomicBool = AtomicBool::new(false);
+
+/// The single-thread runtimes that connections were counted on, each noted by the first
+/// connection of its thread: with `work_stealing: false`, Pingora runs one on each worker thread,
+/// and the hook has to be handed to each.
+static SINGLE_THREAD_RUNTIMES: Mutex<Vec<tokio::runtime::Handle>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// This thread's runtime has been looked at by [`note_this_threads_runtime`].
+    static RUNTIME_NOTED: Cell<bool> = const { Cell::new(false) };
+}
 
 /// How long a worker thread that has run the hook waits for the others to take theirs (see
 /// [`run_on_every_worker`]). Only spent when the proxy is idle, and only when a worker is slow
@@ -45,6 +56,7 @@ impl OpenConnection {
     /// Counts a newly accepted connection.
     pub fn new() -> Self {
         OPEN.fetch_add(1, Ordering::AcqRel);
+        note_this_threads_runtime();
         OpenConnection(())
     }
 }
@@ -103,24 +115,54 @@ fn schedule_trailing_run(hook: fn(), wait: Duration) {
     });
 }
 
-/// Runs `hook` once on each worker thread of the current tokio runtime; outside one, or when
-/// it has a single worker, on this thread.
+/// Notes this thread's runtime if it is a single-thread one, the first time a thread counts a
+/// connection; after that, one thread-local read.
+fn note_this_threads_runtime() {
+    if RUNTIME_NOTED.get() {
+        return;
+    }
+    RUNTIME_NOTED.set(true);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            lock(&SINGLE_THREAD_RUNTIMES).push(runtime);
+        }
+    }
+}
+
+/// Runs `hook` once on each worker thread: on this thread, and
+/// - on a multi-thread tokio runtime, on each of its workers ([`run_on_each_worker_of`]);
+/// - on a single-thread one, on each of the single-thread runtimes connections were counted on
+///   (Pingora's `work_stealing: false`), each of which runs only on its own thread.
 ///
 /// mimalloc keeps freed memory in the heap of the thread that owns it, and a thread can only
-/// collect its own heap; under work stealing, any worker may hold some. So one task per
-/// worker is handed to the runtime's shared queue (from a blocking-pool thread: a task spawned
-/// on a worker would stay in that worker's own slot), and each task, once its hook has run,
-/// waits for the others ([`Rendezvous`]), so that no worker takes two while another takes none.
-/// The wait ends after [`RENDEZVOUS_WAIT`] at the latest: a worker that is busy or slow to
-/// wake costs the others that much idle time, never a hang.
+/// collect its own heap; any worker may hold some.
 fn run_on_every_worker(hook: fn()) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return hook();
     };
-    let workers = runtime.metrics().num_workers();
-    if workers <= 1 || runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return hook();
+    match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread if runtime.metrics().num_workers() > 1 => {
+            run_on_each_worker_of(runtime, hook)
+        }
+        tokio::runtime::RuntimeFlavor::CurrentThread => {
+            hook();
+            for other in lock(&SINGLE_THREAD_RUNTIMES).iter() {
+                // This thread's own runtime runs it once more, later: harmless.
+                drop(other.spawn(async move { hook() }));
+            }
+        }
+        _ => hook(),
     }
+}
+
+/// Runs `hook` once on each worker of a multi-thread runtime. One task per worker is handed to
+/// the runtime's shared queue (from a blocking-pool thread: a task spawned on a worker would
+/// stay in that worker's own slot), and each task, once its hook has run, waits for the others
+/// ([`Rendezvous`]), so that no worker takes two while another takes none. The wait ends after
+/// [`RENDEZVOUS_WAIT`] at the latest: a worker that is busy or slow to wake costs the others
+/// that much idle time, never a hang.
+fn run_on_each_worker_of(runtime: tokio::runtime::Handle, hook: fn()) {
+    let workers = runtime.metrics().num_workers();
     let shared = runtime.clone();
     runtime.spawn_blocking(move || {
         let rendezvous = Arc::new(Rendezvous::new(workers));
@@ -132,6 +174,10 @@ fn run_on_every_worker(hook: fn()) {
             });
         }
     });
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A count of arrivals that a number of threads wait on, each for at most a given time.
@@ -153,7 +199,7 @@ impl Rendezvous {
     /// Counts this arrival, then blocks until every expected one has come or `patience` has
     /// passed; true if all came.
     fn arrive_and_wait(&self, patience: Duration) -> bool {
-        let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
+        let mut arrived = lock(&self.arrived);
         *arrived += 1;
         if *arrived >= self.expected {
             self.all_here.notify_all();
@@ -255,6 +301,52 @@ mod tests {
             threads.sort_by_key(|t| format!("{t:?}"));
             threads.dedup();
             assert_eq!(threads.len(), 4, "round {round}: four distinct threads");
+        }
+    }
+
+    /// With one single-thread runtime per worker thread (Pingora's `work_stealing: false`),
+    /// the hook reaches every thread that has counted a connection.
+    #[test]
+    fn the_hook_runs_on_every_single_thread_runtime_that_counted_a_connection() {
+        static THREADS: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+        fn note_thread() {
+            THREADS.lock().unwrap().push(std::thread::current().id());
+        }
+        let counted = Arc::new(std::sync::Barrier::new(3));
+        let workers: Vec<_> = (0..3)
+            .map(|i| {
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async move {
+                        drop(OpenConnection::new());
+                        tokio::task::spawn_blocking(move || counted.wait())
+                            .await
+                            .unwrap();
+                        if i == 0 {
+                            run_on_every_worker(note_thread);
+                        }
+                        for _ in 0..500 {
+                            if THREADS
+                                .lock()
+                                .unwrap()
+                                .contains(&std::thread::current().id())
+                            {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    });
+                    std::thread::current().id()
+                })
+            })
+            .collect();
+        for worker in workers {
+            let id = worker.join().unwrap();
+            assert!(THREADS.lock().unwrap().contains(&id), "{id:?} ran the hook");
         }
     }
 
