@@ -129,10 +129,12 @@ fn note_this_threads_runtime() {
     }
 }
 
-/// Runs `hook` once on each worker thread: on this thread, and
+/// Runs `hook` once on each worker thread:
 /// - on a multi-thread tokio runtime, on each of its workers ([`run_on_each_worker_of`]);
-/// - on a single-thread one, on each of the single-thread runtimes connections were counted on
-///   (Pingora's `work_stealing: false`), each of which runs only on its own thread.
+/// - on a single-thread one, on this thread and on each of the single-thread runtimes
+///   connections were counted on (Pingora's `work_stealing: false`), each of which runs only
+///   on its own thread;
+/// - outside a runtime, or on a multi-thread one with a single worker, on this thread.
 ///
 /// mimalloc keeps freed memory in the heap of the thread that owns it, and a thread can only
 /// collect its own heap; any worker may hold some.
