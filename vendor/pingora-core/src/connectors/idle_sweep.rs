@@ -182,3 +182,115 @@ fn socket_is_idle(fd: UniqueIDType, unexpected_data_conn_count: &AtomicU64) -> b
 fn socket_is_idle(_fd: UniqueIDType, _unexpected_data_conn_count: &AtomicU64) -> bool {
     true
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected loopback pair: the client end as a `Stream`, and the server end.
+    async fn connected() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (
+            Box::new(crate::protocols::l4::stream::Stream::from(client)),
+            server,
+        )
+    }
+
+    fn sweep() -> Arc<IdleSweep> {
+        Arc::new(IdleSweep::new(None, Arc::new(AtomicU64::new(0))))
+    }
+
+    /// Releases `stream` to `pool` under `key` as the connector does with `idle_sweep` on, as
+    /// a plain TCP connection.
+    fn release(
+        sweep: &Arc<IdleSweep>,
+        pool: &Arc<Pool>,
+        stream: Stream,
+        key: u64,
+        timeout: Option<Duration>,
+    ) -> ConnectionMeta {
+        release_as(sweep, pool, stream, key, timeout, true)
+    }
+
+    /// The same, saying whether the connection is plain TCP (a TLS one is not checked for a
+    /// close by the server).
+    fn release_as(
+        sweep: &Arc<IdleSweep>,
+        pool: &Arc<Pool>,
+        stream: Stream,
+        key: u64,
+        timeout: Option<Duration>,
+        plain: bool,
+    ) -> ConnectionMeta {
+        let meta = ConnectionMeta::new(key, stream.id());
+        let stream = Arc::new(tokio::sync::Mutex::new(stream));
+        sweep.released(meta.clone(), Arc::downgrade(&stream), plain, timeout, pool);
+        pool.put(&meta, stream);
+        meta
+    }
+
+    #[tokio::test]
+    async fn a_connection_taken_before_its_idle_timeout_may_be_used_and_not_after() {
+        let pool = Arc::new(ConnectionPool::new(8).keep_emptied_nodes());
+        let sweep = sweep();
+        let (fresh, _server_a) = connected().await;
+        let (stale, _server_b) = connected().await;
+        let fresh = release(&sweep, &pool, fresh, 1, Some(Duration::from_secs(60)));
+        let stale = release(&sweep, &pool, stale, 2, Some(Duration::ZERO));
+
+        assert!(sweep.taken(fresh.id), "idle for less than its timeout");
+        assert!(!sweep.taken(stale.id), "idle for its whole timeout");
+        assert!(sweep.taken(99), "not noted as idle: nothing to refuse");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_expired_and_server_closed_connections_and_keeps_the_rest() {
+        let pool = Arc::new(ConnectionPool::new(8).keep_emptied_nodes());
+        let sweep = sweep();
+        let (expired, _server_a) = connected().await;
+        let (closed, server_b) = connected().await;
+        let (talked, mut server_c) = connected().await;
+        let (kept, _server_d) = connected().await;
+        release(&sweep, &pool, expired, 1, Some(Duration::ZERO));
+        release(&sweep, &pool, closed, 2, None);
+        release(&sweep, &pool, talked, 3, None);
+        let kept = release(&sweep, &pool, kept, 4, Some(Duration::from_secs(60)));
+        drop(server_b);
+        server_c.write_all(b"unexpected").await.unwrap();
+        // Let the FIN and the bytes arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        sweep.sweep(&pool);
+
+        assert!(pool.get(&1).is_none(), "idle past its timeout");
+        assert!(pool.get(&2).is_none(), "closed by the server");
+        assert!(pool.get(&3).is_none(), "the server sent data on an idle connection");
+        assert!(pool.get(&4).is_some(), "idle, open and within its timeout");
+        assert_eq!(sweep.idle.lock().len(), 1, "only the kept one is still watched");
+        assert!(sweep.taken(kept.id), "and it may be used");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_forgets_connections_the_pool_evicted() {
+        // A pool of one connection per key: a second one released under the same key evicts
+        // the first. Neither counts as plain TCP, so the sweep does not look at their sockets.
+        let pool = Arc::new(ConnectionPool::new(1).keep_emptied_nodes());
+        let sweep = sweep();
+        let (first, _server_a) = connected().await;
+        let (second, _server_b) = connected().await;
+        release_as(&sweep, &pool, first, 1, None, false);
+        release_as(&sweep, &pool, second, 1, None, false);
+        assert_eq!(sweep.idle.lock().len(), 2);
+
+        sweep.sweep(&pool);
+
+        assert_eq!(sweep.idle.lock().len(), 1, "only the pooled one is still watched");
+        assert!(pool.get(&1).is_some());
+    }
+}
