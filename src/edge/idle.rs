@@ -11,9 +11,10 @@
 //! so the hook runs on every worker thread of the runtime, not only on the one that closed the
 //! last connection ([`run_on_every_worker`]).
 
+use parking_lot::{Condvar, Mutex};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The least time between two runs of the idle hook.
@@ -124,7 +125,7 @@ fn note_this_threads_runtime() {
     RUNTIME_NOTED.set(true);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            lock(&SINGLE_THREAD_RUNTIMES).push(runtime);
+            SINGLE_THREAD_RUNTIMES.lock().push(runtime);
         }
     }
 }
@@ -142,13 +143,14 @@ fn run_on_every_worker(hook: fn()) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return hook();
     };
+    let workers = runtime.metrics().num_workers();
     match runtime.runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread if runtime.metrics().num_workers() > 1 => {
-            run_on_each_worker_of(runtime, hook)
+        tokio::runtime::RuntimeFlavor::MultiThread if workers > 1 => {
+            run_on_each_worker_of(runtime, workers, hook)
         }
         tokio::runtime::RuntimeFlavor::CurrentThread => {
             hook();
-            for other in lock(&SINGLE_THREAD_RUNTIMES).iter() {
+            for other in SINGLE_THREAD_RUNTIMES.lock().iter() {
                 // This thread's own runtime runs it once more, later: harmless.
                 drop(other.spawn(async move { hook() }));
             }
@@ -157,14 +159,13 @@ fn run_on_every_worker(hook: fn()) {
     }
 }
 
-/// Runs `hook` once on each worker of a multi-thread runtime. One task per worker is handed to
+/// Runs `hook` once on each of the `workers` workers of a multi-thread runtime. One task per worker is handed to
 /// the runtime's shared queue (from a blocking-pool thread: a task spawned on a worker would
 /// stay in that worker's own slot), and each task, once its hook has run, waits for the others
 /// ([`Rendezvous`]), so that no worker takes two while another takes none. The wait ends after
 /// [`RENDEZVOUS_WAIT`] at the latest: a worker that is busy or slow to wake costs the others
 /// that much idle time, never a hang.
-fn run_on_each_worker_of(runtime: tokio::runtime::Handle, hook: fn()) {
-    let workers = runtime.metrics().num_workers();
+fn run_on_each_worker_of(runtime: tokio::runtime::Handle, workers: usize, hook: fn()) {
     let shared = runtime.clone();
     runtime.spawn_blocking(move || {
         let rendezvous = Arc::new(Rendezvous::new(workers));
@@ -176,10 +177,6 @@ fn run_on_each_worker_of(runtime: tokio::runtime::Handle, hook: fn()) {
             });
         }
     });
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A count of arrivals that a number of threads wait on, each for at most a given time.
@@ -201,16 +198,14 @@ impl Rendezvous {
     /// Counts this arrival, then blocks until every expected one has come or `patience` has
     /// passed; true if all came.
     fn arrive_and_wait(&self, patience: Duration) -> bool {
-        let mut arrived = lock(&self.arrived);
+        let mut arrived = self.arrived.lock();
         *arrived += 1;
         if *arrived >= self.expected {
             self.all_here.notify_all();
             return true;
         }
-        let (arrived, _) = self
-            .all_here
-            .wait_timeout_while(arrived, patience, |n| *n < self.expected)
-            .unwrap_or_else(|e| e.into_inner());
+        self.all_here
+            .wait_while_for(&mut arrived, |n| *n < self.expected, patience);
         *arrived >= self.expected
     }
 }
@@ -278,7 +273,7 @@ mod tests {
     fn the_hook_runs_on_every_worker_thread() {
         static THREADS: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
         fn note_thread() {
-            THREADS.lock().unwrap().push(std::thread::current().id());
+            THREADS.lock().push(std::thread::current().id());
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
@@ -286,23 +281,22 @@ mod tests {
             .build()
             .unwrap();
         for round in 1..=3 {
-            THREADS.lock().unwrap().clear();
+            THREADS.lock().clear();
             runtime.block_on(async {
                 tokio::spawn(async { run_on_every_worker(note_thread) })
                     .await
                     .unwrap();
                 for _ in 0..500 {
-                    if THREADS.lock().unwrap().len() >= 4 {
+                    if THREADS.lock().len() >= 4 {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             });
-            let mut threads = THREADS.lock().unwrap().clone();
+            let threads = THREADS.lock().clone();
             assert_eq!(threads.len(), 4, "round {round}: one run per worker");
-            threads.sort_by_key(|t| format!("{t:?}"));
-            threads.dedup();
-            assert_eq!(threads.len(), 4, "round {round}: four distinct threads");
+            let distinct: std::collections::HashSet<_> = threads.into_iter().collect();
+            assert_eq!(distinct.len(), 4, "round {round}: four distinct threads");
         }
     }
 
@@ -312,7 +306,7 @@ mod tests {
     fn the_hook_runs_on_every_single_thread_runtime_that_counted_a_connection() {
         static THREADS: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
         fn note_thread() {
-            THREADS.lock().unwrap().push(std::thread::current().id());
+            THREADS.lock().push(std::thread::current().id());
         }
         let counted = Arc::new(std::sync::Barrier::new(3));
         let workers: Vec<_> = (0..3)
@@ -332,11 +326,7 @@ mod tests {
                             run_on_every_worker(note_thread);
                         }
                         for _ in 0..500 {
-                            if THREADS
-                                .lock()
-                                .unwrap()
-                                .contains(&std::thread::current().id())
-                            {
+                            if THREADS.lock().contains(&std::thread::current().id()) {
                                 break;
                             }
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -348,7 +338,7 @@ mod tests {
             .collect();
         for worker in workers {
             let id = worker.join().unwrap();
-            assert!(THREADS.lock().unwrap().contains(&id), "{id:?} ran the hook");
+            assert!(THREADS.lock().contains(&id), "{id:?} ran the hook");
         }
     }
 

@@ -36,9 +36,17 @@ async fn memory_goes_back_from_every_thread_without_work_stealing() {
 async fn burst_then_idle(server_keys: &str) {
     use tokio::io::AsyncWriteExt;
     let b = backend("a", 0).await;
-    let header = "version: 1\nthreads: 4\npid_file: {DIR}/sy.pid\nupgrade_sock: {DIR}/sy-upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n";
+    // The harness's header, with four worker threads instead of two; `dir` holds its pid file
+    // and upgrade socket, and outlives the process.
+    let dir = TempDir::new();
+    let header =
+        pingora_header(&dir).replace("threads: 2\n", &format!("threads: 4\n{server_keys}"));
+    assert!(
+        header.contains("threads: 4"),
+        "the harness header names its threads"
+    );
     let body = single_group("", "", &backend_list(&[&b]));
-    let sy = Switchyard::start_exact(&format!("{header}{server_keys}{body}")).await;
+    let sy = Switchyard::start_exact(&format!("{header}{body}")).await;
     let warm = load(&sy.url("/"), 20, 2).await;
     assert!(warm.iter().all(|a| a.status == 200));
     tokio::time::sleep(Duration::from_millis(300)).await;
