@@ -9,7 +9,8 @@
 # target/floor-proxy; seconds). Build Switchyard first: cargo build --release.
 # Targets: nginx, haproxy, switchyard (`preserve`, the default), switchyard-lowercase,
 # floor (current-thread runtime), floor-mt (multi-thread runtime, one worker, as Pingora's
-# default) and floor-mt-timeouts (the same with a 60 s timer on every read).
+# default), floor-mt-timeouts (the same with a 60 s timer on every read) and floor-mt-maps (the
+# same again with both heads built as `http::HeaderMap`s and written out from them).
 # Loopback only; every load run is bounded by compare_proxies.sh's -d.
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,4 +26,5 @@ exec "$SHARED/compare_proxies.sh" --no-direct "$@" \
   --proxy switchyard-lowercase 18112 "$BIN -c bench/switchyard-bench-lowercase.yaml" \
   --proxy floor 18120 "$FLOOR $ARGS" \
   --proxy floor-mt 18121 "$FLOOR $ARGS --runtime multi" \
-  --proxy floor-mt-timeouts 18122 "$FLOOR $ARGS --runtime multi --read-timeout-ms 60000"
+  --proxy floor-mt-timeouts 18122 "$FLOOR $ARGS --runtime multi --read-timeout-ms 60000" \
+  --proxy floor-mt-maps 18123 "$FLOOR $ARGS --runtime multi --read-timeout-ms 60000 --header-maps"

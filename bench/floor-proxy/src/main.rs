@@ -9,13 +9,17 @@
 //! - an `X-Forwarded-For` field added to every request;
 //! - round robin over the upstreams, with a shared keep-alive pool per upstream;
 //! - a stale pooled connection (closed by the upstream) retried once on a new one;
-//! - with `--read-timeout-ms`, a tokio timer on every read, as a real proxy needs.
+//! - with `--read-timeout-ms`, a tokio timer on every read, as a real proxy needs;
+//! - with `--header-maps`, both heads also built as `http::HeaderMap`s (names and values
+//!   checked, `X-Forwarded-For` inserted in the map) and written out from them, as a data path
+//!   that hands typed heads to filters would (this parses each head a second time, a few
+//!   hundred instructions).
 //!
 //! What a real proxy needs and this one leaves out: chunked bodies, health checks, routing,
 //! limits, metrics, logging, TLS, HTTP/2.
 //!
 //! Usage: `floor-proxy --listen 127.0.0.1:18120 --upstreams A,B,C [--runtime current|multi]
-//! [--read-timeout-ms N]` (`multi`: tokio's multi-thread runtime with one worker, as Pingora's
+//! [--read-timeout-ms N] [--header-maps]` (`multi`: tokio's multi-thread runtime with one worker, as Pingora's
 //! default; `current`: a current-thread runtime). Loopback use only; it runs until killed.
 
 use std::io;
@@ -53,6 +57,70 @@ async fn read_chunk<S: AsyncRead + Unpin>(stream: &mut S, chunk: &mut [u8]) -> i
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
     }
+}
+
+/// Whether heads go through `http::HeaderMap`s (`--header-maps`).
+static HEADER_MAPS: OnceLock<bool> = OnceLock::new();
+
+/// Builds a typed header map from parsed fields; `None` if a name or value is invalid.
+fn header_map(fields: &[httparse::Header<'_>]) -> Option<http::HeaderMap> {
+    let mut map = http::HeaderMap::with_capacity(fields.len() + 2);
+    for f in fields {
+        let name = http::HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+        let value = http::HeaderValue::from_bytes(f.value).ok()?;
+        map.append(name, value);
+    }
+    Some(map)
+}
+
+fn write_fields(map: &http::HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in map {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the request head in `head` to `out` through a typed header map, with
+/// `X-Forwarded-For` set to `client_ip`.
+fn typed_request_head(
+    head: &[u8],
+    client_ip: &http::HeaderValue,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    req.parse(head).map_err(|_| invalid("request head"))?;
+    let mut map = header_map(req.headers).ok_or_else(|| invalid("request field"))?;
+    map.append(
+        http::header::HeaderName::from_static("x-forwarded-for"),
+        client_ip.clone(),
+    );
+    out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_fields(&map, out);
+    Ok(())
+}
+
+/// Writes the response head in `head` to `out` through a typed header map.
+fn typed_response_head(head: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    resp.parse(head).map_err(|_| invalid("response head"))?;
+    let map = header_map(resp.headers).ok_or_else(|| invalid("response field"))?;
+    let status =
+        http::StatusCode::from_u16(resp.code.unwrap_or(502)).map_err(|_| invalid("status"))?;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_fields(&map, out);
+    Ok(())
 }
 
 /// What the proxy needs to know about a parsed head.
@@ -247,6 +315,8 @@ async fn serve(
 ) -> io::Result<()> {
     client.set_nodelay(true)?;
     let forwarded_for = format!("X-Forwarded-For: {}\r\n\r\n", peer.ip());
+    let client_ip = http::HeaderValue::from_str(&peer.ip().to_string()).expect("an address");
+    let typed = HEADER_MAPS.get().copied().unwrap_or(false);
     let mut b = Buffers {
         client: Vec::with_capacity(MAX_HEAD),
         upstream: Vec::with_capacity(MAX_HEAD),
@@ -261,8 +331,12 @@ async fn serve(
             .saturating_sub(req.len)
             .min(body_len as usize);
         b.out.clear();
-        b.out.extend_from_slice(&b.client[..req.len - 2]);
-        b.out.extend_from_slice(forwarded_for.as_bytes());
+        if typed {
+            typed_request_head(&b.client[..req.len], &client_ip, &mut b.out)?;
+        } else {
+            b.out.extend_from_slice(&b.client[..req.len - 2]);
+            b.out.extend_from_slice(forwarded_for.as_bytes());
+        }
         b.out
             .extend_from_slice(&b.client[req.len..req.len + buffered]);
         b.client.drain(..req.len + buffered);
@@ -272,9 +346,17 @@ async fn serve(
         let (mut up, resp) = exchange(&upstreams, i, &mut client, rest_of_body, &mut b).await?;
         let in_buffer = b.upstream.len() - resp.len;
         let body_in_buffer = resp.body.map_or(in_buffer, |n| in_buffer.min(n as usize));
-        client
-            .write_all(&b.upstream[..resp.len + body_in_buffer])
-            .await?;
+        if typed {
+            b.out.clear();
+            typed_response_head(&b.upstream[..resp.len], &mut b.out)?;
+            b.out
+                .extend_from_slice(&b.upstream[resp.len..resp.len + body_in_buffer]);
+            client.write_all(&b.out).await?;
+        } else {
+            client
+                .write_all(&b.upstream[..resp.len + body_in_buffer])
+                .await?;
+        }
         let rest = resp.body.map(|n| n - body_in_buffer as u64);
         copy_body(&mut up, &mut client, rest, &mut b.chunk).await?;
         if !resp.close && in_buffer == body_in_buffer {
@@ -325,6 +407,7 @@ struct Args {
     upstreams: Vec<SocketAddr>,
     multi_thread: bool,
     read_timeout: Option<Duration>,
+    header_maps: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -332,8 +415,13 @@ fn parse_args() -> Result<Args, String> {
     let mut upstreams = Vec::new();
     let mut multi_thread = false;
     let mut read_timeout = None;
+    let mut header_maps = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--header-maps" {
+            header_maps = true;
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = Some(value.parse().map_err(|e| format!("--listen: {e}"))?),
@@ -367,6 +455,7 @@ fn parse_args() -> Result<Args, String> {
         upstreams,
         multi_thread,
         read_timeout,
+        header_maps,
     })
 }
 
@@ -379,6 +468,7 @@ fn main() {
         }
     };
     READ_TIMEOUT.set(args.read_timeout).expect("set once");
+    HEADER_MAPS.set(args.header_maps).expect("set once");
     let runtime = if args.multi_thread {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
