@@ -5,6 +5,8 @@
 #
 #   bench/floor.sh [extra compare_proxies.sh options, e.g. -d 10 -r 5]
 #
+# With bare Pingora built (../shared/bench/build_pingora_bare.sh), also `pingora` and
+# `pingora-mimalloc`, its example proxy with glibc's allocator and with mimalloc.
 # Builds bench/floor-proxy first (its own workspace and lock file, offline, into
 # target/floor-proxy; seconds). Build Switchyard first: cargo build --release.
 # Targets: nginx, haproxy, switchyard (`preserve`, the default), switchyard-lowercase,
@@ -19,9 +21,12 @@ BIN=${SWITCHYARD_BIN:-$HERE/target/release/switchyard}
 cd "$HERE/bench/floor-proxy"
 cargo build --release --locked --offline --target-dir "$HERE/target/floor-proxy" >&2
 FLOOR=$HERE/target/floor-proxy/release/floor-proxy
+BARE=${PINGORA_BARE_DIR:-/tmp/pingora-bare}/target/release/pingora-lb-mimalloc
 cd "$HERE"
 ARGS='--listen $BENCH_LISTEN --upstreams $BENCH_BACKENDS'
-exec "$SHARED/compare_proxies.sh" --no-direct "$@" \
+extra=()
+[ -x "$BARE" ] && extra+=(--proxy pingora-mimalloc 18124 "env LISTEN=\$BENCH_LISTEN BACKENDS=\$BENCH_BACKENDS THREADS=1 $BARE")
+exec "$SHARED/compare_proxies.sh" --no-direct "$@" "${extra[@]}" \
   --proxy switchyard 18110 "$BIN -c bench/switchyard-bench-metrics-on.yaml" \
   --proxy switchyard-lowercase 18112 "$BIN -c bench/switchyard-bench-lowercase.yaml" \
   --proxy floor 18120 "$FLOOR $ARGS" \
