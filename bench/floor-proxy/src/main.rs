@@ -22,6 +22,7 @@
 //! [--read-timeout-ms N] [--header-maps]` (`multi`: tokio's multi-thread runtime with one worker, as Pingora's
 //! default; `current`: a current-thread runtime). Loopback use only; it runs until killed.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,21 +40,11 @@ const MAX_HEADERS: usize = 64;
 /// The time one read may wait, if `--read-timeout-ms` was given.
 static READ_TIMEOUT: OnceLock<Option<Duration>> = OnceLock::new();
 
-/// One read into `buf`'s spare room, under the read timeout if there is one.
-async fn read_into<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// Awaits one read, under the read timeout if there is one.
+async fn under_read_timeout(read: impl Future<Output = io::Result<usize>>) -> io::Result<usize> {
     match READ_TIMEOUT.get().copied().flatten() {
-        None => stream.read_buf(buf).await,
-        Some(limit) => tokio::time::timeout(limit, stream.read_buf(buf))
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
-    }
-}
-
-/// One read into `chunk`, under the read timeout if there is one.
-async fn read_chunk<S: AsyncRead + Unpin>(stream: &mut S, chunk: &mut [u8]) -> io::Result<usize> {
-    match READ_TIMEOUT.get().copied().flatten() {
-        None => stream.read(chunk).await,
-        Some(limit) => tokio::time::timeout(limit, stream.read(chunk))
+        None => read.await,
+        Some(limit) => tokio::time::timeout(limit, read)
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
     }
@@ -261,7 +252,7 @@ async fn read_head<S: AsyncRead + Unpin>(
                 return Err(invalid("head too large"));
             }
         }
-        if read_into(stream, buf).await? == 0 {
+        if under_read_timeout(stream.read_buf(buf)).await? == 0 {
             return if buf.is_empty() {
                 Ok(None)
             } else {
@@ -285,7 +276,7 @@ where
     let mut left = n.unwrap_or(u64::MAX);
     while left > 0 {
         let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let got = read_chunk(from, &mut chunk[..want]).await?;
+        let got = under_read_timeout(from.read(&mut chunk[..want])).await?;
         if got == 0 {
             return if n.is_none() {
                 Ok(())
