@@ -6,6 +6,13 @@
 #                             "hello world!\n" (the backends of ../shared/bench/compare_proxies.sh),
 #                             pinned to CPU when given
 #   wait_port PORT            until 127.0.0.1:PORT accepts connections (10 s at most)
+#   start_proxy PORT LOG COMMAND...
+#                             COMMAND pinned to CPU 1, output to LOG, until PORT accepts
+#                             connections; its pid in $PROXY (and in PIDS)
+#   stop_proxy PID            stops a proxy start_proxy started and waits for it
+#   nginx_ka1024              sets NGINX_KA1024 to the command of an NGINX proxy with
+#                             `keepalive 1024` upstream on 127.0.0.1:18104
+#                             (../shared/bench/nginx-proxy-ka1024.conf), its files in $RUN/ka1024
 #   cpu_ticks PID             utime+stime of PID and its children (NGINX: master and workers)
 #   rss_kb PID                resident set of PID and its children, in KiB
 #   median                    the median of the numbers on standard input
@@ -64,6 +71,27 @@ wait_port() {
   done
   echo "port $1 never opened" >&2
   exit 1
+}
+
+start_proxy() {
+  local port=$1 log=$2
+  shift 2
+  taskset -c 1 "$@" >"$log" 2>&1 &
+  PROXY=$!
+  PIDS+=($PROXY)
+  wait_port "$port"
+}
+
+stop_proxy() {
+  kill "$1"
+  wait "$1" 2>/dev/null || true
+}
+
+nginx_ka1024() {
+  local shared=${SHARED_BENCH:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../shared/bench" && pwd)}
+  mkdir -p "$RUN/ka1024"
+  NGINX_KA1024=(nginx -p "$RUN/ka1024/" -e "$RUN/ka1024/err" -c "$shared/nginx-proxy-ka1024.conf"
+    -g "pid $RUN/ka1024/pid;")
 }
 
 proc_tree() { echo "$1"; pgrep -P "$1" || true; }

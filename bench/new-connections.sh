@@ -25,26 +25,23 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || set -- "$HERE/target/release/switchyard"
 . "$HERE/bench/lib.sh"
-KA1024=${SHARED_BENCH:-$HERE/../shared/bench}/nginx-proxy-ka1024.conf
 CONFIG=$HERE/bench/switchyard-bench-lowercase.yaml
 bench_init new-connections
 start_backends 0
+nginx_ka1024
 
 # run NAME PORT COMMAND...: one repetition of one proxy; appends "NAME REQ/S US/REQ" to $RUN/rows.
 run() {
   local name=$1 port=$2
   shift 2
-  taskset -c 1 "$@" >"$RUN/proxy.log" 2>&1 &
-  local pid=$!
-  PIDS+=($pid)
-  wait_port "$port"
+  start_proxy "$port" "$RUN/proxy.log" "$@"
+  local pid=$PROXY
   taskset -c 0 wrk -t1 -c"$CONNS" -d2 -H "Connection: close" "http://127.0.0.1:$port/" >/dev/null 2>&1
   local t0 t1
   t0=$(cpu_ticks $pid)
   taskset -c 0 wrk -t1 -c"$CONNS" -d"$DUR" -H "Connection: close" "http://127.0.0.1:$port/" >"$RUN/wrk.txt" 2>&1
   t1=$(cpu_ticks $pid)
-  kill $pid
-  wait $pid 2>/dev/null || true
+  stop_proxy $pid
   local reqs
   reqs=$(awk '/requests in/ {print $1}' "$RUN/wrk.txt")
   local row
@@ -56,9 +53,7 @@ run() {
 
 for rep in $(seq "$REPS"); do
   echo "repetition $rep"
-  mkdir -p "$RUN/ka1024"
-  run nginx-ka1024 18104 nginx -p "$RUN/ka1024/" -e "$RUN/ka1024/err" -c "$KA1024" \
-    -g "pid $RUN/ka1024/pid;"
+  run nginx-ka1024 18104 "${NGINX_KA1024[@]}"
   i=0
   for bin in "$@"; do
     i=$((i + 1))

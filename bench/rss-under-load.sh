@@ -17,18 +17,16 @@ ROUNDS=${2:-1}
 . "$HERE/bench/lib.sh"
 BIN=${SWITCHYARD_BIN:-$HERE/target/release/switchyard}
 FLOOR=$HERE/target/floor-proxy/release/floor-proxy
-KA1024=${SHARED_BENCH:-$HERE/../shared/bench}/nginx-proxy-ka1024.conf
 bench_init rss-under-load
 start_backends 0
+nginx_ka1024
 
 # measure NAME PORT COMMAND...: one target's resident set around one load run.
 measure() {
   local name=$1 port=$2
   shift 2
-  taskset -c 1 "$@" >"$RUN/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=($pid)
-  wait_port "$port"
+  start_proxy "$port" "$RUN/$name.log" "$@"
+  local pid=$PROXY
   sleep 1
   local rest during1 during2 after
   rest=$(rss_kb $pid)
@@ -43,17 +41,14 @@ measure() {
   after=$(rss_kb $pid)
   printf '| %s | %s | %s, %s | %s | %s |\n' "$name" "$rest" "$during1" "$during2" "$after" \
     "$(awk '/requests in/ {print $1}' "$RUN/wrk.txt")"
-  kill $pid
-  wait $pid 2>/dev/null || true
+  stop_proxy $pid
 }
 
 echo "| target | at rest kB | during the load kB | 2 s after kB | requests |"
 echo "|---|---|---|---|---|"
 for _ in $(seq "$ROUNDS"); do
   measure switchyard-lowercase 18112 "$BIN" -c "$HERE/bench/switchyard-bench-lowercase.yaml"
-  mkdir -p "$RUN/ka1024"
-  measure nginx-ka1024 18104 nginx -p "$RUN/ka1024/" -e "$RUN/ka1024/err" -c "$KA1024" \
-    -g "pid $RUN/ka1024/pid;"
+  measure nginx-ka1024 18104 "${NGINX_KA1024[@]}"
   if [ -x "$FLOOR" ]; then
     measure floor-mt-timeouts 18122 "$FLOOR" --listen 127.0.0.1:18122 \
       --upstreams 127.0.0.1:18001,127.0.0.1:18002,127.0.0.1:18003 --runtime multi \
