@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use pingora_error::Error;
-use pingora_proxy::Session;
+use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
 
 /// Log the finished request with the status the client got.
-pub fn log(session: &Session, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
-    let req = session.req_header();
+pub fn log(req: &RequestHeader, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
     let client = ctx
         .client_ip
         .map(|ip| ip.to_string())

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use pingora_error::{Error, ErrorType};
 use pingora_http::{PreparedHeaderName, RequestHeader};
-use pingora_proxy::Session;
 
+use super::downstream::Downstream;
 use crate::routing;
 
 // Parsed once: adding them to every request then parses and allocates nothing for the name.
@@ -17,24 +17,21 @@ static X_FORWARDED_HOST: PreparedHeaderName = PreparedHeaderName::from_static("x
 pub static VIA: PreparedHeaderName = PreparedHeaderName::from_static("via");
 
 /// `https` when the client connection is TLS, else `http`.
-pub fn downstream_scheme(session: &Session) -> &'static str {
-    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
-        Some(_) => "https",
-        None => "http",
+pub fn downstream_scheme(session: &impl Downstream) -> &'static str {
+    if session.is_tls() {
+        "https"
+    } else {
+        "http"
     }
 }
 
 /// Add the forwarding headers to `upstream`, the request about to be sent.
 pub fn add_forwarding_headers(
-    session: &Session,
+    session: &impl Downstream,
     upstream: &mut RequestHeader,
     via: Option<&http::HeaderValue>,
 ) -> pingora_error::Result<()> {
-    if let Some(ip) = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
+    if let Some(ip) = session.client_ip() {
         let xff = forwarded_for(upstream.headers.get(X_FORWARDED_FOR.name()), ip);
         upstream.insert_header(&X_FORWARDED_FOR, xff)?;
     }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_proxy::Session;
+use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
+use super::downstream::Downstream;
 use super::forwarding;
 use crate::config::{Route, RouteAction};
 use crate::policy::fault::{self, Injected};
@@ -19,14 +20,14 @@ pub fn target_group(
     snapshot: &Snapshot,
     action: &RouteAction,
     route: &RouteRuntime,
-    session: &Session,
+    req: &RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Option<Arc<TargetGroup>> {
     match action {
         RouteAction::Forward(g) => snapshot.groups.get(*g).cloned(),
         RouteAction::Split(settings) => {
             let split = route.split.as_ref()?;
-            let choice = split.choose(session.req_header(), ctx.client_ip);
+            let choice = split.choose(req, ctx.client_ip);
             ctx.split = Some((split.clone(), choice));
             snapshot
                 .groups
@@ -41,11 +42,11 @@ pub fn target_group(
 pub fn faults(
     route_config: &Route,
     route: &RouteRuntime,
-    session: &Session,
+    req: &RequestHeader,
     metrics: &crate::metrics::Metrics,
 ) -> Option<Injected> {
     let settings = route_config.fault.as_ref()?;
-    let injected = fault::decide(settings, session.req_header(), || fastrand::f64() * 100.0);
+    let injected = fault::decide(settings, req, || fastrand::f64() * 100.0);
     if injected.delay.is_some() {
         metrics.fault(&route.name, "delay");
     }
@@ -65,7 +66,7 @@ pub fn measure(ctx: &RequestCtx, status: u16, elapsed: Duration) {
 }
 
 /// Queue a shadow copy of the finished request, when the route mirrors and samples it.
-pub fn mirror(session: &Session, ctx: &RequestCtx, snapshot: &Snapshot, status: u16) {
+pub fn mirror(session: &impl Downstream, ctx: &RequestCtx, snapshot: &Snapshot, status: u16) {
     let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
         return;
     };
@@ -82,13 +83,8 @@ pub fn mirror(session: &Session, ctx: &RequestCtx, snapshot: &Snapshot, status: 
         .is_some_and(|v| v.as_bytes() != b"0")
         || req.headers.contains_key(http::header::TRANSFER_ENCODING);
     let body = if declares_body {
-        let downstream = session.as_ref();
-        match downstream.get_retry_buffer() {
-            Some(b)
-                if !downstream.retry_buffer_truncated() && b.len() <= mirror.max_body_bytes() =>
-            {
-                Some(b)
-            }
+        match session.replay_buffer() {
+            Some(b) if b.len() <= mirror.max_body_bytes() => Some(b),
             _ => {
                 mirror.skipped();
                 return;

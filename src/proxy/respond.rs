@@ -2,11 +2,12 @@
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
+
+use super::downstream::Downstream;
 
 /// Write a complete response with `body`. HEAD requests get the headers only.
 pub async fn write(
-    session: &mut Session,
+    session: &mut impl Downstream,
     status: u16,
     content_type: &str,
     body: Bytes,
@@ -16,7 +17,7 @@ pub async fn write(
 
 /// Like [`write`], with an optional `Retry-After` (seconds).
 pub async fn write_with(
-    session: &mut Session,
+    session: &mut impl Downstream,
     status: u16,
     content_type: &str,
     body: Bytes,
@@ -34,19 +35,23 @@ pub async fn write_with(
         .write_response_header(Box::new(header), head_only)
         .await?;
     if !head_only {
-        session.write_response_body(Some(body), true).await?;
+        session.write_response_body(body, true).await?;
     }
     Ok(())
 }
 
 /// Write a short plain-text answer.
-pub async fn text(session: &mut Session, status: u16, message: &str) -> pingora_error::Result<()> {
+pub async fn text(
+    session: &mut impl Downstream,
+    status: u16,
+    message: &str,
+) -> pingora_error::Result<()> {
     text_with(session, status, message, None).await
 }
 
 /// Like [`text`], with an optional `Retry-After` (seconds).
 pub async fn text_with(
-    session: &mut Session,
+    session: &mut impl Downstream,
     status: u16,
     message: &str,
     retry_after: Option<u64>,
@@ -64,7 +69,7 @@ pub async fn text_with(
 
 /// Answer a gRPC call with `grpc_status` and `message` (HTTP 200, trailers-only).
 pub async fn grpc_error(
-    session: &mut Session,
+    session: &mut impl Downstream,
     grpc_status: u32,
     message: &str,
 ) -> pingora_error::Result<()> {
