@@ -262,6 +262,12 @@ impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
     }
+
+    /// The wrapped stream's: a kept-alive connection waits for its next request holding only
+    /// the stream (vendor patch 0018), and no head deadline runs while it is idle.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        self.inner.poll_read_ready(cx)
+    }
 }
 
 /// A server app that puts [`HeadDeadline`] on every new HTTP/1 connection of `inner`, with

@@ -309,49 +309,9 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
-
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
-
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
-            .await;
+            // Boxed: inline, the HTTP/2 connection's state (handshake, accept loop) would size
+            // the future of every connection, HTTP/1 ones included, for their whole life.
+            Box::pin(serve_h2(self, stream, shutdown)).await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
@@ -374,7 +334,11 @@ where
             session.set_h1_discard_header_case(discard_header_case);
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                if !next_request_arrives(&mut stream, persistent_settings.as_ref(), shutdown).await
+                {
+                    return None;
+                }
                 let mut session = ServerSession::new_http1(stream);
                 session.set_h1_discard_header_case(discard_header_case);
                 if let Some(persistent_settings) = persistent_settings {
@@ -390,6 +354,97 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// Serve an HTTP/2 connection: the handshake, then each stream as a session of `app`.
+async fn serve_h2<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    // create a shared connection digest
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        // TODO: log h2 handshake time
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+
+    let h2_options = app.h2_options();
+    let h2_conn = match server::handshake(stream, h2_options).await {
+        Err(e) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Ok(c) => c,
+    };
+
+    // The accept-loop body — including the graceful-shutdown state
+    // machine — lives in `server::accept_downstream_sessions` so that
+    // the same code path is exercised by tests in `protocols::http::v2`.
+    let app = app.clone();
+    let shutdown_for_session = shutdown.clone();
+    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    server::accept_downstream_sessions(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
+}
+
+/// Wait, holding only `stream`, until the next request on a kept-alive HTTP/1 connection
+/// starts to arrive. An idle connection then keeps no session and no request state (a boxed
+/// request future of several kilobytes in a proxy, and the session's header buffer) while it
+/// waits, only its stream.
+///
+/// `false` when the connection should close instead: its keep-alive timeout passed, or the
+/// server is shutting down (as `read_request` would see them). `true` at once when a pipelined
+/// request was already read, when the stream cannot tell whether bytes are there (see
+/// [`Peek::poll_read_ready`]), or when keep-alive is off; reading the request then waits as it
+/// always did. Bytes already there are taken even while shutting down.
+async fn next_request_arrives(
+    stream: &mut Stream,
+    settings: Option<&HttpPersistentSettings>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let Some(settings) = settings else {
+        return true;
+    };
+    let Some(keepalive_secs) = settings.keepalive_timeout else {
+        return true;
+    };
+    if settings.pipelined_prefix.is_some() {
+        return true;
+    }
+    let mut shutdown = shutdown.clone();
+    let arrives = async {
+        tokio::select! {
+            biased;
+            // Ready, or the stream cannot tell, or it failed: `read_request` takes it from here.
+            _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => true,
+            _ = shutdown.wait_for(|stopping| *stopping) => false,
+        }
+    };
+    if keepalive_secs == 0 {
+        return arrives.await;
+    }
+    pingora_timeout::timeout(Duration::from_secs(keepalive_secs), arrives)
+        .await
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -442,5 +497,153 @@ mod tests {
         assert!(session2.take_connection_user_context().is_none());
         // Keepalive should still work
         assert_eq!(session2.get_keepalive(), Some(30));
+    }
+
+    /// `wait`'s output, which must come long before the 60 s keep-alive timeout of the tests.
+    async fn soon<F: std::future::Future>(wait: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("still waiting after 10 s")
+    }
+
+    /// A kept-alive stream on loopback with nothing to read, its client's end, and keep-alive
+    /// settings.
+    async fn kept_alive(
+        keepalive_secs: u64,
+    ) -> (Stream, tokio::net::TcpStream, HttpPersistentSettings) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // As after a request read whole: a read that found nothing more clears the readiness
+        // a new socket starts with.
+        let mut byte = [0u8; 1];
+        let drained = server.try_read(&mut byte).unwrap_err();
+        assert_eq!(drained.kind(), std::io::ErrorKind::WouldBlock);
+        let settings = HttpPersistentSettings {
+            keepalive_timeout: Some(keepalive_secs),
+            keepalive_reuses_remaining: None,
+            user_context: None,
+            pipelined_prefix: None,
+            pipelining_enabled: false,
+        };
+        let stream: Stream = Box::new(crate::protocols::l4::stream::Stream::from(server));
+        (stream, client, settings)
+    }
+
+    #[tokio::test]
+    async fn test_next_request_waits_for_bytes_and_leaves_them_to_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, mut client, settings) = kept_alive(60).await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        {
+            let waiting = next_request_arrives(&mut stream, Some(&settings), &shutdown);
+            tokio::pin!(waiting);
+            // Nothing sent yet: still waiting after a while.
+            tokio::select! {
+                _ = &mut waiting => panic!("returned before any byte arrived"),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            assert!(waiting.await);
+        }
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"GET /", "waiting read nothing");
+    }
+
+    #[tokio::test]
+    async fn test_next_request_wait_ends_when_the_peer_closes() {
+        let (mut stream, client, settings) = kept_alive(60).await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        drop(client);
+        // The read that follows sees the end of the stream.
+        assert!(
+            soon(next_request_arrives(
+                &mut stream,
+                Some(&settings),
+                &shutdown
+            ))
+            .await
+        );
+    }
+
+    #[tokio::test]
+    async fn test_next_request_wait_closes_on_shutdown() {
+        let (mut stream, _client, settings) = kept_alive(60).await;
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        let waiting = tokio::spawn(async move {
+            next_request_arrives(&mut stream, Some(&settings), &shutdown).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(true).unwrap();
+        assert!(!soon(waiting).await.unwrap());
+
+        // Already shutting down, nothing sent: close at once.
+        let (mut stream, _client, settings) = kept_alive(60).await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(true);
+        assert!(
+            !soon(next_request_arrives(
+                &mut stream,
+                Some(&settings),
+                &shutdown
+            ))
+            .await
+        );
+    }
+
+    #[tokio::test]
+    async fn test_next_request_already_sent_is_taken_while_shutting_down() {
+        use tokio::io::AsyncWriteExt;
+        let (mut stream, mut client, settings) = kept_alive(60).await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(true);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        // Let the bytes reach the server's socket.
+        std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+            .await
+            .unwrap();
+        assert!(
+            soon(next_request_arrives(
+                &mut stream,
+                Some(&settings),
+                &shutdown
+            ))
+            .await
+        );
+    }
+
+    #[tokio::test]
+    async fn test_next_request_wait_ends_at_the_keepalive_timeout() {
+        let (mut stream, _client, settings) = kept_alive(1).await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        assert!(!next_request_arrives(&mut stream, Some(&settings), &shutdown).await);
+    }
+
+    #[tokio::test]
+    async fn test_next_request_pipelined_or_without_keepalive_does_not_wait() {
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (mut stream, _client, mut settings) = kept_alive(60).await;
+        settings.pipelined_prefix = Some(BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));
+        assert!(
+            soon(next_request_arrives(
+                &mut stream,
+                Some(&settings),
+                &shutdown
+            ))
+            .await
+        );
+
+        let (mut stream, _client, mut settings) = kept_alive(60).await;
+        settings.keepalive_timeout = None;
+        assert!(
+            soon(next_request_arrives(
+                &mut stream,
+                Some(&settings),
+                &shutdown
+            ))
+            .await
+        );
+        assert!(soon(next_request_arrives(&mut stream, None, &shutdown)).await);
     }
 }

@@ -79,6 +79,19 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Poll until reading would not block: bytes are there to read, or the peer closed or
+    /// failed the connection. Nothing is read. `Ready(Ok(false))` when the stream cannot tell
+    /// without reading (the default); the caller then simply reads.
+    ///
+    /// Readiness may be stale (bytes that were there have since been read); a read after
+    /// `Ready(Ok(true))` may still wait.
+    fn poll_read_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<bool>> {
+        std::task::Poll::Ready(Ok(false))
+    }
 }
 
 use std::any::Any;
