@@ -428,4 +428,129 @@ impl SslDigest {
     }
 }
 
-impl<S> Peek for TlsStream<S> {}
+impl<S: Peek> Peek for TlsStream<S> {
+    /// Ready when rustls holds plaintext not yet read (or the peer's close notification),
+    /// else when the underlying stream is. Partial records need more bytes from it anyway.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<IoResult<bool>> {
+        let Some(stream) = self.tls.stream.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        let (io, state) = stream.get_mut();
+        if !state.wants_read() {
+            return Poll::Ready(Ok(true));
+        }
+        io.poll_read_ready(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listeners::tls::TlsSettings;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use futures::task::noop_waker_ref;
+    use pingora_rustls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A self-signed ECDSA P-256 certificate for `localhost`, valid until 2126, for these tests.
+    const CERT: &str = r#"-----BEGIN CERTIFICATE-----
+MIIBuTCCAV+gAwIBAgIUc6ocTgvKb5IVJPAgTKBXfCgSxIcwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNzEwMzAwN1oYDzIxMjYxMTEz
+MTAzMDA3WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQV1uHpAbH04GQISveKF8G+5VYlipHy4W6HCvqCQwdsfzLB2yg1gOyB
+IPhBVGDGqdETudfWvSbcw9G3gEiCwkpfo4GMMIGJMB0GA1UdDgQWBBRvNqigqbYQ
+9oAfTd8o2fkOREKTSjAfBgNVHSMEGDAWgBRvNqigqbYQ9oAfTd8o2fkOREKTSjAU
+BgNVHREEDTALgglsb2NhbGhvc3QwDAYDVR0TAQH/BAIwADAOBgNVHQ8BAf8EBAMC
+B4AwEwYDVR0lBAwwCgYIKwYBBQUHAwEwCgYIKoZIzj0EAwIDSAAwRQIhAOGp5xSl
+O/vRUqDSPuIffoFyOKWjh+DkbneSTzDRWFGcAiAgbbBiHpm5TJXaCFDXZof+wGDb
+HgGpgMK9GPqh3i1vsA==
+-----END CERTIFICATE-----
+"#;
+    const KEY: &str = r#"-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkOEmyz1r6m6A4MsZ
+K7+KKnW66ORDPYZ0X43WLIG4T02hRANCAAQV1uHpAbH04GQISveKF8G+5VYlipHy
+4W6HCvqCQwdsfzLB2yg1gOyBIPhBVGDGqdETudfWvSbcw9G3gEiCwkpf
+-----END PRIVATE KEY-----
+"#;
+
+    /// A TLS 1.3 connection on loopback: the server's end as Pingora's TLS stream over an L4
+    /// stream, and the client's end.
+    async fn tls_pair() -> (
+        TlsStream<L4Stream>,
+        pingora_rustls::ClientTlsStream<tokio::net::TcpStream>,
+    ) {
+        let dir = std::env::temp_dir().join(format!(
+            "pingora-tls-ready-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, CERT).unwrap();
+        std::fs::write(&key, KEY).unwrap();
+        let acceptor = TlsSettings::intermediate(cert.to_str().unwrap(), key.to_str().unwrap())
+            .unwrap()
+            .build();
+        let mut roots = RootCertStore::empty();
+        pingora_rustls::load_ca_file_into_store(&cert, &mut roots).unwrap();
+        let connector = TlsConnector::from(Arc::new(
+            ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let server = L4Stream::from(accepted.unwrap().0);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (server, client) = tokio::join!(
+            super::super::server::handshake(&acceptor, server),
+            connector.connect(name, client.unwrap())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        (server.unwrap(), client.unwrap())
+    }
+
+    /// Poll `server`'s socket once for reading, so that a read finding nothing clears the
+    /// readiness the reactor remembers (no TLS bytes are waiting: nothing is consumed).
+    fn drain_socket_readiness(server: &mut TlsStream<L4Stream>) {
+        let (io, _) = server.tls.stream.as_mut().unwrap().get_mut();
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(Pin::new(io).poll_read(&mut cx, &mut buf).is_pending());
+    }
+
+    fn read_ready_now(server: &mut TlsStream<L4Stream>) -> Poll<IoResult<bool>> {
+        server.poll_read_ready(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    #[tokio::test]
+    async fn test_read_ready_waits_for_the_socket_then_sees_plaintext_left_in_rustls() {
+        let (mut server, mut client) = tls_pair().await;
+        // Whatever the handshake left, read until nothing is there.
+        let mut buf = [0u8; 16];
+        let _ = tokio::time::timeout(Duration::from_millis(50), server.read(&mut buf)).await;
+        drain_socket_readiness(&mut server);
+        assert!(read_ready_now(&mut server).is_pending(), "nothing was sent");
+
+        client.write_all(b"AB").await.unwrap();
+        client.flush().await.unwrap();
+        let ready = std::future::poll_fn(|cx| server.poll_read_ready(cx)).await;
+        assert!(ready.unwrap());
+
+        // Read one byte of the two: the other stays in rustls as plaintext.
+        let mut one = [0u8; 1];
+        server.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"A");
+        drain_socket_readiness(&mut server);
+        assert!(
+            matches!(read_ready_now(&mut server), Poll::Ready(Ok(true))),
+            "plaintext left in rustls is ready to read, whatever the socket says"
+        );
+        server.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"B");
+    }
+}
