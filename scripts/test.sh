@@ -54,7 +54,7 @@ export AWS_EC2_METADATA_DISABLED=true
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # Every test binds only loopback; give the suite enough file descriptors.
-ulimit -n 65536 2>/dev/null || true
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
