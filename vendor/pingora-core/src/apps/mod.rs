@@ -316,36 +316,43 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
             let discard_header_case = self
                 .server_options()
                 .is_some_and(|opts| opts.h1_discard_header_case);
-            session.set_h1_discard_header_case(discard_header_case);
-
-            let mut result = self.process_new_http(session, shutdown).await;
+            // Each session is built in a block that ends before the await: a local moved into
+            // the call would otherwise keep its storage, the size of a whole HTTP/1 session,
+            // in this future for the connection's whole life.
+            let first = {
+                let mut session = ServerSession::new_http1(stream);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                session.set_h1_discard_header_case(discard_header_case);
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
             while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
                 if !next_request_arrives(&mut stream, persistent_settings.as_ref(), shutdown).await
                 {
                     return None;
                 }
-                let mut session = ServerSession::new_http1(stream);
-                session.set_h1_discard_header_case(discard_header_case);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
+                let next = {
+                    let mut session = ServerSession::new_http1(stream);
+                    session.set_h1_discard_header_case(discard_header_case);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    self.process_new_http(session, shutdown)
+                };
+                result = next.await;
             }
         }
         None
