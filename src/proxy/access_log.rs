@@ -13,12 +13,8 @@ pub fn log(req: &RequestHeader, ctx: &RequestCtx, status: u16, e: Option<&Error>
         .client_ip
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "-".into());
-    let group = ctx
-        .group
-        .as_ref()
-        .map(|g| g.config.name.as_str())
-        .unwrap_or("-");
-    let backend = ctx.backend.as_ref().map(|b| b.label()).unwrap_or("-");
+    let group = ctx.group_name().unwrap_or("-");
+    let backend = ctx.backend_label().unwrap_or("-");
     let duration: Duration = ctx.started.elapsed();
     let error = e
         .map(|e| format!(" error=\"{}\"", e.etype().as_str()))

@@ -87,6 +87,16 @@ impl RequestCtx {
         self.backend.as_ref().map(|b| b.addr())
     }
 
+    /// The name of the request's target group, when it has one.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.as_ref().map(|g| g.config.name.as_str())
+    }
+
+    /// The label of the last backend chosen.
+    pub fn backend_label(&self) -> Option<&str> {
+        self.backend.as_ref().map(|b| b.label())
+    }
+
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.tried.len() as u32

@@ -463,12 +463,8 @@ impl Switchyard {
             .unwrap_or(CLIENT_CLOSED);
         let elapsed = ctx.started.elapsed();
         if self.runtime.metrics.enabled() {
-            let group = ctx
-                .group
-                .as_ref()
-                .map(|g| g.config.name.as_str())
-                .unwrap_or("");
-            let backend = ctx.backend.as_ref().map(|b| b.label()).unwrap_or("");
+            let group = ctx.group_name().unwrap_or("");
+            let backend = ctx.backend_label().unwrap_or("");
             let route = ctx.route_name.as_deref().unwrap_or("");
             self.runtime
                 .metrics

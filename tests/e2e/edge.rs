@@ -122,14 +122,7 @@ target_groups:
         .await
     );
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
-    let tls_client = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .resolve(
-            "localhost",
-            format!("127.0.0.1:{tls_port}").parse().unwrap(),
-        )
-        .build()
-        .unwrap();
+    let tls_client = https_client(&ca, tls_port).build().unwrap();
     let resp = tls_client
         .get(format!("https://localhost:{tls_port}/two/x"))
         .send()

@@ -91,7 +91,6 @@ async fn burst_then_idle(server_keys: &str) {
 /// measures them). The release build: 24.4, 9.0, 6.7 and 5.5 KB; NGINX 0.6, HAProxy 1.1.
 #[tokio::test]
 async fn idle_keep_alive_connections_hold_little_memory() {
-    use tokio::io::AsyncWriteExt;
     const CONNECTIONS: u64 = 500;
     let b = backend("a", 0).await;
     let sy = Switchyard::start(&single_group("", "", &backend_list(&[&b]))).await;
@@ -105,32 +104,37 @@ async fn idle_keep_alive_connections_hold_little_memory() {
     let mut open = Vec::new();
     for _ in 0..CONNECTIONS {
         let mut s = sy.connect().await;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let answers = read_responses(&mut s, 1).await;
-        assert!(answers
-            .first()
-            .is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+        assert!(answered_200(&mut s).await);
         open.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let held = resident_kib(sy.pid());
-    let per_connection = held.saturating_sub(before) * 1024 / CONNECTIONS;
-    eprintln!("{CONNECTIONS} idle connections: before {before} kB, held {held} kB, {per_connection} bytes each");
+    let per_connection = per_connection("idle connections", before, held, CONNECTIONS);
     assert!(
         per_connection < 12 * 1024,
         "{per_connection} bytes per idle connection (before {before} kB, held {held} kB)"
     );
     // Still served: the next request on an idle connection is answered.
-    let s = &mut open[0];
+    assert!(answered_200(&mut open[0]).await);
+}
+
+/// Whether a `GET /` sent on `s` is answered with a 200.
+async fn answered_200(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncWriteExt;
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     let answers = read_responses(s, 1).await;
-    assert!(answers
+    answers
         .first()
-        .is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+        .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+}
+
+/// Bytes of resident set per connection that `held` kB adds to `before` kB; printed with them.
+fn per_connection(what: &str, before: u64, held: u64, connections: u64) -> u64 {
+    let bytes = held.saturating_sub(before) * 1024 / connections;
+    eprintln!("{connections} {what}: before {before} kB, held {held} kB, {bytes} bytes each");
+    bytes
 }
 
 /// The same over TLS: 400 HTTP/1.1 connections over TLS 1.3, each a client of its own with one
@@ -168,12 +172,7 @@ target_groups:
     sy.wait_listener(tls_port).await;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let client = || {
-        reqwest::Client::builder()
-            .add_root_certificate(ca.clone())
-            .resolve(
-                "localhost",
-                format!("127.0.0.1:{tls_port}").parse().unwrap(),
-            )
+        https_client(&ca, tls_port)
             .http1_only()
             .pool_idle_timeout(None)
             .build()
@@ -195,8 +194,7 @@ target_groups:
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let held = resident_kib(sy.pid());
-    let per_connection = held.saturating_sub(before) * 1024 / CONNECTIONS;
-    eprintln!("{CONNECTIONS} idle TLS connections: before {before} kB, held {held} kB, {per_connection} bytes each");
+    let per_connection = per_connection("idle TLS connections", before, held, CONNECTIONS);
     assert!(
         per_connection < 27 * 1024,
         "{per_connection} bytes per idle TLS connection (before {before} kB, held {held} kB)"

@@ -195,6 +195,31 @@ async fn admit(proxy: &Switchyard, client: &mut Client, ctx: &mut RequestCtx) ->
     proxy.admit(client, ctx).await.unwrap()
 }
 
+/// Run a request's first steps, which must send it to a backend, and pick that backend.
+async fn forwarded(
+    proxy: &Switchyard,
+    client: &mut Client,
+) -> (RequestCtx, Box<pingora_core::upstreams::peer::HttpPeer>) {
+    let mut ctx = RequestCtx::new();
+    assert!(
+        !admit(proxy, client, &mut ctx).await,
+        "answered by the proxy"
+    );
+    let peer = proxy.choose_peer(&mut ctx).unwrap();
+    (ctx, peer)
+}
+
+/// `resp`, from the backend of a forwarded request, as the client will get it.
+fn prepared(
+    proxy: &Switchyard,
+    client: &mut Client,
+    ctx: &RequestCtx,
+    mut resp: ResponseHeader,
+) -> ResponseHeader {
+    proxy.prepare_response(client, &mut resp, ctx).unwrap();
+    resp
+}
+
 fn body(client: &Client) -> &str {
     std::str::from_utf8(&client.body).unwrap()
 }
@@ -292,10 +317,8 @@ async fn a_forwarded_request_gets_its_body_timeout_and_alternating_backends() {
     let mut seen = Vec::new();
     for _ in 0..4 {
         let mut client = Client::h1("GET", "/web/x");
-        let mut ctx = RequestCtx::new();
-        assert!(!admit(&proxy, &mut client, &mut ctx).await);
+        let (ctx, _) = forwarded(&proxy, &mut client).await;
         assert_eq!(client.read_timeout, Some(Duration::from_secs(30)));
-        proxy.choose_peer(&mut ctx).unwrap();
         seen.push(ctx.backend_addr().unwrap().port());
     }
     assert_eq!(seen[0..2], seen[2..4], "round robin repeats");
@@ -304,9 +327,7 @@ async fn a_forwarded_request_gets_its_body_timeout_and_alternating_backends() {
 
 /// A request forwarded to `web` whose first attempt lost its backend connection.
 async fn failed_attempt(proxy: &Switchyard, client: &mut Client) -> Box<Error> {
-    let mut ctx = RequestCtx::new();
-    assert!(!admit(proxy, client, &mut ctx).await);
-    let peer = proxy.choose_peer(&mut ctx).unwrap();
+    let (mut ctx, peer) = forwarded(proxy, client).await;
     let e = Error::create(ErrorType::ReadError, ErrorSource::Upstream, None, None);
     Switchyard::proxy_failed(client, &peer, e, &mut ctx, false)
 }
@@ -336,15 +357,11 @@ async fn a_chunked_answer_to_an_http_1_0_client_loses_chunking_and_closes() {
     let proxy = switchyard().await;
     let mut client = Client::h1("GET", "/web");
     client.req.set_version(http::Version::HTTP_10);
-    let mut ctx = RequestCtx::new();
-    assert!(!admit(&proxy, &mut client, &mut ctx).await);
-    proxy.choose_peer(&mut ctx).unwrap();
+    let (ctx, _) = forwarded(&proxy, &mut client).await;
     let mut resp = ResponseHeader::build(200, None).unwrap();
     resp.insert_header("transfer-encoding", "chunked").unwrap();
     resp.set_version(http::Version::HTTP_10);
-    proxy
-        .prepare_response(&mut client, &mut resp, &ctx)
-        .unwrap();
+    let resp = prepared(&proxy, &mut client, &ctx, resp);
     assert!(!resp.headers.contains_key("transfer-encoding"));
     assert_eq!(resp.version, http::Version::HTTP_11);
     assert!(client.closes, "the body ends with the connection");
@@ -356,13 +373,13 @@ async fn responses_name_the_backend_and_carry_hsts_only_over_tls() {
     for tls in [false, true] {
         let mut client = Client::h1("GET", "/web");
         client.tls = tls;
-        let mut ctx = RequestCtx::new();
-        assert!(!admit(&proxy, &mut client, &mut ctx).await);
-        proxy.choose_peer(&mut ctx).unwrap();
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        proxy
-            .prepare_response(&mut client, &mut resp, &ctx)
-            .unwrap();
+        let (ctx, _) = forwarded(&proxy, &mut client).await;
+        let resp = prepared(
+            &proxy,
+            &mut client,
+            &ctx,
+            ResponseHeader::build(200, None).unwrap(),
+        );
         let backend = ctx.backend_addr().unwrap().to_string();
         assert_eq!(resp.headers.get(BACKEND_HEADER).unwrap(), backend.as_str());
         let hsts = resp.headers.get("strict-transport-security");
@@ -377,13 +394,13 @@ async fn while_the_process_stops_responses_close_their_connections() {
     let proxy = switchyard().await;
     let mut client = Client::h1("GET", "/web");
     client.shutting_down = true;
-    let mut ctx = RequestCtx::new();
-    assert!(!admit(&proxy, &mut client, &mut ctx).await);
-    proxy.choose_peer(&mut ctx).unwrap();
-    let mut resp = ResponseHeader::build(200, None).unwrap();
-    proxy
-        .prepare_response(&mut client, &mut resp, &ctx)
-        .unwrap();
+    let (ctx, _) = forwarded(&proxy, &mut client).await;
+    let resp = prepared(
+        &proxy,
+        &mut client,
+        &ctx,
+        ResponseHeader::build(200, None).unwrap(),
+    );
     assert_eq!(resp.headers.get("connection").unwrap(), "close");
     assert!(client.closes);
 }

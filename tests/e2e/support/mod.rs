@@ -72,6 +72,14 @@ pub fn single_group(proxy: &str, settings: &str, backends: &str) -> String {
     )
 }
 
+/// A client builder that trusts `ca` and reaches `localhost` at 127.0.0.1:`port`, for
+/// `https://localhost:{port}/…` against a TLS listener with that certificate.
+pub fn https_client(ca: &reqwest::Certificate, port: u16) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+}
+
 /// Change a backend's behaviour through its control endpoint, as an operator would.
 pub async fn control(backend: &RunningBackend, patch: serde_json::Value) {
     let resp = reqwest::Client::new()
