@@ -418,22 +418,184 @@ impl L4BufferSettings {
     }
 }
 
+/// The L4 write buffer: a [`BufWriter`] of `capacity` bytes that exists only while it
+/// holds data.
+///
+/// It is allocated by the first write small enough to be gathered, and dropped once a
+/// flush has emptied it. A keep-alive connection waiting for its next request then holds
+/// no write buffer, where a `BufWriter` made at accept held its 1460 bytes for the
+/// connection's whole life. Writes are gathered and sent exactly as through that
+/// `BufWriter`. A zero capacity writes straight through.
+#[derive(Debug)]
+struct LazyBufWriter {
+    capacity: usize,
+    state: WriterState,
+}
+
+#[derive(Debug)]
+enum WriterState {
+    /// No buffer: the stream as is.
+    Direct(RawStreamWrapper),
+    /// Writes are gathered here until flushed.
+    Buffered(BufWriter<RawStreamWrapper>),
+    /// Only within [`LazyBufWriter::switch`], while the stream moves between the two.
+    Switching,
+}
+
+impl LazyBufWriter {
+    fn with_capacity(capacity: usize, stream: RawStreamWrapper) -> Self {
+        LazyBufWriter {
+            capacity,
+            state: WriterState::Direct(stream),
+        }
+    }
+
+    fn get_ref(&self) -> &RawStreamWrapper {
+        match &self.state {
+            WriterState::Direct(stream) => stream,
+            WriterState::Buffered(writer) => writer.get_ref(),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut RawStreamWrapper {
+        match &mut self.state {
+            WriterState::Direct(stream) => stream,
+            WriterState::Buffered(writer) => writer.get_mut(),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        }
+    }
+
+    /// Return the raw stream. Anything left in the buffer is lost.
+    fn into_inner(self) -> RawStreamWrapper {
+        match self.state {
+            WriterState::Direct(stream) => stream,
+            WriterState::Buffered(writer) => writer.into_inner(),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        }
+    }
+
+    /// Whether a buffer is allocated now.
+    #[cfg(test)]
+    fn has_buffer(&self) -> bool {
+        matches!(self.state, WriterState::Buffered(_))
+    }
+
+    /// Before a write of `len` bytes: allocate the buffer if the write is small enough to
+    /// be gathered (`BufWriter` sends a write of at least its capacity straight on).
+    fn buffer_for(&mut self, len: usize) {
+        if len < self.capacity && matches!(self.state, WriterState::Direct(_)) {
+            let capacity = self.capacity;
+            self.switch(|state| match state {
+                WriterState::Direct(stream) => {
+                    WriterState::Buffered(BufWriter::with_capacity(capacity, stream))
+                }
+                other => other,
+            });
+        }
+    }
+
+    /// After a flush: drop the buffer if nothing is left in it.
+    fn drop_empty_buffer(&mut self) {
+        if matches!(&self.state, WriterState::Buffered(writer) if writer.buffer().is_empty()) {
+            self.switch(|state| match state {
+                WriterState::Buffered(writer) => WriterState::Direct(writer.into_inner()),
+                other => other,
+            });
+        }
+    }
+
+    fn switch(&mut self, change: impl FnOnce(WriterState) -> WriterState) {
+        let state = std::mem::replace(&mut self.state, WriterState::Switching);
+        self.state = change(state);
+    }
+}
+
+impl AsyncRead for LazyBufWriter {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(Pin::into_inner(self).get_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LazyBufWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.buffer_for(buf.len());
+        match &mut self.state {
+            WriterState::Buffered(writer) => Pin::new(writer).poll_write(cx, buf),
+            WriterState::Direct(stream) => Pin::new(stream).poll_write(cx, buf),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let gathered = if self.get_ref().is_write_vectored() {
+            bufs.iter().fold(0usize, |sum, b| sum.saturating_add(b.len()))
+        } else {
+            // `BufWriter` decides on the first slice that is not empty.
+            bufs.iter().map(|b| b.len()).find(|&len| len > 0).unwrap_or(0)
+        };
+        self.buffer_for(gathered);
+        match &mut self.state {
+            WriterState::Buffered(writer) => Pin::new(writer).poll_write_vectored(cx, bufs),
+            WriterState::Direct(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        }
+    }
+
+    /// As `BufWriter`, which takes vectored writes over any stream.
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let result = match &mut self.state {
+            WriterState::Buffered(writer) => Pin::new(writer).poll_flush(cx),
+            WriterState::Direct(stream) => Pin::new(stream).poll_flush(cx),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        };
+        if let Poll::Ready(Ok(())) = result {
+            self.drop_empty_buffer();
+        }
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        match &mut self.state {
+            WriterState::Buffered(writer) => Pin::new(writer).poll_shutdown(cx),
+            WriterState::Direct(stream) => Pin::new(stream).poll_shutdown(cx),
+            WriterState::Switching => unreachable!("the stream is always put back"),
+        }
+    }
+}
+
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
 /// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
 /// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
-/// through.
+/// an empty `BufReader`. The write buffer ([`LazyBufWriter`]) exists only while it
+/// holds data; a zero write capacity writes straight through.
 #[derive(Debug)]
 enum BufferedStream {
-    UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    UnbufferedRead(LazyBufWriter),
+    BufferedRead(BufReader<LazyBufWriter>),
 }
 
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
-        let writer = BufWriter::with_capacity(write, stream);
+        let writer = LazyBufWriter::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
@@ -441,14 +603,14 @@ impl BufferedStream {
         }
     }
 
-    fn writer(&self) -> &BufWriter<RawStreamWrapper> {
+    fn writer(&self) -> &LazyBufWriter {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_ref(),
         }
     }
 
-    fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
+    fn writer_mut(&mut self) -> &mut LazyBufWriter {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_mut(),
@@ -1160,5 +1322,88 @@ mod tests {
         let mut buffer = vec![];
         stream.read_to_end(&mut buffer).await.unwrap();
         assert_eq!(buffer, message[2..]);
+    }
+
+    /// A stream over one end of a Unix socket pair with these buffer sizes, and the other
+    /// end.
+    #[cfg(unix)]
+    fn buffered_pair(read: usize, write: usize) -> (Stream, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let mut stream: Stream = UnixStream::from_std(ours).unwrap().into();
+        stream.set_buffer(L4BufferSettings::new(read, write));
+        (stream, theirs)
+    }
+
+    /// What the peer has received so far (nothing yet: empty).
+    #[cfg(unix)]
+    fn received(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = vec![0; 64 * 1024];
+        match peer.read(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Vec::new(),
+            Err(e) => panic!("reading the peer: {e}"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn test_write_buffer_exists_only_while_it_holds_data() {
+        for read in [0, DEFAULT_L4_READ_BUFFER_SIZE] {
+            let (mut stream, mut peer) = buffered_pair(read, DEFAULT_L4_WRITE_BUFFER_SIZE);
+            assert!(!stream.stream().writer().has_buffer(), "none before a write");
+
+            stream.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+            assert!(stream.stream().writer().has_buffer());
+            stream.write_all(b"\r\n").await.unwrap();
+            assert_eq!(received(&mut peer), b"", "small writes are gathered");
+
+            stream.flush().await.unwrap();
+            assert_eq!(received(&mut peer), b"HTTP/1.1 200 OK\r\n\r\n", "in one send");
+            assert!(!stream.stream().writer().has_buffer(), "dropped once flushed");
+
+            // Reads are unchanged, and a second response is gathered again.
+            {
+                use std::io::Write;
+                peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            }
+            let mut request = [0; 18];
+            stream.read_exact(&mut request).await.unwrap();
+            assert_eq!(&request, b"GET / HTTP/1.1\r\n\r\n");
+            stream
+                .write_vectored(&[std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b"cd")])
+                .await
+                .unwrap();
+            assert!(stream.stream().writer().has_buffer());
+            assert_eq!(received(&mut peer), b"");
+            stream.flush().await.unwrap();
+            assert_eq!(received(&mut peer), b"abcd");
+            assert!(!stream.stream().writer().has_buffer());
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn test_write_of_buffer_size_goes_straight_through_without_a_buffer() {
+        let (mut stream, mut peer) = buffered_pair(0, 4);
+        stream.write_all(b"full").await.unwrap();
+        assert!(!stream.stream().writer().has_buffer());
+        assert_eq!(received(&mut peer), b"full", "sent without a flush");
+
+        // A small write then a large one: the gathered bytes go first.
+        stream.write_all(b"ab").await.unwrap();
+        stream.write_all(b"large").await.unwrap();
+        assert_eq!(received(&mut peer), b"ablarge");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn test_zero_write_capacity_never_buffers() {
+        let (mut stream, mut peer) = buffered_pair(0, 0);
+        stream.write_all(b"a").await.unwrap();
+        assert!(!stream.stream().writer().has_buffer());
+        assert_eq!(received(&mut peer), b"a");
     }
 }
