@@ -103,9 +103,9 @@ async fn burst_then_idle(server_keys: &str) {
 /// its stream (vendor patch 0018), not the next request's session and boxed request future.
 /// On the test's debug build, per idle connection: 22.4 KB without 0018 (or with the
 /// slow-client guard's stream not passing the wait through), 9.3 KB with it, 7.0 KB with 0019
-/// 5.9 KB with 0021 too and 4.4 KB with 0022 too (too close to tell apart here;
-/// `bench/idle-connections.sh` measures them, and 0022's own tests check its buffer). The
-/// release build: 24.4, 9.0, 6.7, 5.5 and 4.2 KB; NGINX 0.6, HAProxy 1.1.
+/// 5.9 KB with 0021 too, 4.4 KB with 0022 too and 2.9 KB with 0023 too (too close to tell
+/// apart here; `bench/idle-connections.sh` measures them, and 0022's own tests check its
+/// buffer). The release build: 24.4, 9.0, 6.7, 5.5, 4.2 and 2.5 KB; NGINX 0.6, HAProxy 1.1.
 #[tokio::test]
 async fn idle_keep_alive_connections_hold_little_memory() {
     const CONNECTIONS: u64 = 500;
@@ -158,9 +158,9 @@ fn per_connection(what: &str, before: u64, held: u64, connections: u64) -> u64 {
 /// request answered, then idle. While idle, each waits holding only its TLS stream: rustls's
 /// readiness comes from whether it holds plaintext not yet read and from the socket (vendor
 /// patch 0020). Per idle connection, on the test's debug build: 34.1–34.9 KB without that
-/// patch, 19.3–19.6 KB with it, 17.4 KB with 0021 too, 15.9–16.0 KB with 0022 too (release
-/// build: 34.0, 18.5, 17.3 and 16.0 KB; NGINX 17.0–17.1, HAProxy 15.8;
-/// `bench/idle-connections.sh --tls`).
+/// patch, 19.3–19.6 KB with it, 17.4 KB with 0021 too, 15.9–16.0 KB with 0022 too and
+/// 14.3 KB with 0023 too (release build: 34.0, 18.5, 17.3, 16.0 and 14.4 KB; NGINX 17.0–17.1,
+/// HAProxy 15.8; `bench/idle-connections.sh --tls`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_tls_keep_alive_connections_hold_little_memory() {
     const CONNECTIONS: u64 = 400;

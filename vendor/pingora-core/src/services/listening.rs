@@ -229,9 +229,17 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
+                    // The accepted stream and its handshake in a box of their own, freed once
+                    // the handshake is done: captured or awaited inline they would size the
+                    // task of every connection for the connection's whole life.
+                    let handshake = Box::pin(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        let handshake = timeout(Duration::from_secs(60), io.handshake()).await;
+                        (peer_addr, handshake)
+                    });
+                    current_handle().spawn(async move {
+                        let (peer_addr, handshake) = handshake.await;
+                        match handshake {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
