@@ -4,9 +4,13 @@ use std::process::ExitCode;
 
 /// mimalloc: a quarter of a bare Pingora proxy's user-space instructions go to glibc's
 /// malloc/free; mimalloc cuts that (see bench/README.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
 
+// With `--features system-allocator` (heap profiling, `bench/dhat-idle.sh`) mimalloc is still
+// tuned and asked to hand memory back, but allocates nothing.
+#[cfg_attr(feature = "system-allocator", allow(dead_code))]
 mod allocator;
 
 use clap::Parser;
