@@ -102,7 +102,7 @@ async fn burst_then_idle(server_keys: &str) {
 /// the proxy little memory while it waits for its next request, because it waits holding only
 /// its stream (vendor patch 0018), not the next request's session and boxed request future.
 /// On the test's debug build, per idle connection: 22.4 KB without 0018 (or with the
-/// slow-client guard's stream not passing the wait through), 9.3 KB with it, 7.0 KB with 0019
+/// slow-client guard's stream not passing the wait through), 9.3 KB with it, 7.0 KB with 0019,
 /// 5.9 KB with 0021 too, 4.4 KB with 0022 too and 2.9 KB with 0023 too (too close to tell
 /// apart here; `bench/idle-connections.sh` measures them, and 0022's own tests check its
 /// buffer). The release build: 24.4, 9.0, 6.7, 5.5, 4.2 and 2.5 KB; NGINX 0.6, HAProxy 1.1.
