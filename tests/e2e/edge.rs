@@ -79,19 +79,11 @@ fn served(backends: &[&RunningBackend]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn https_reaches_the_right_backend_over_http2_with_hsts() {
-    let (cert, key) = switchyard::edge::tls::self_signed().unwrap();
     let a = backend("a", 0).await;
     let b = backend("b", 0).await;
-    let tls_port = free_port();
+    let tls = TlsListener::new();
     let sy = Switchyard::start(&format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:{{PORT}}
-  - address: 127.0.0.1:{tls_port}
-    tls:
-      cert: {}
-      key: {}
-proxy:
+        r#"{}proxy:
   hsts:
     max_age: 365d
 target_groups:
@@ -105,29 +97,14 @@ target_groups:
   - path_prefix: /two
     target_group: two
 "#,
-        cert.display(),
-        key.display(),
+        tls.yaml,
         backend_list(&[&a]),
         backend_list(&[&b])
     ))
     .await;
-    sy.wait_listener(tls_port).await;
-    // The TLS listener starts beside the plain one; wait for it too.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
-                .await
-                .is_ok()
-        })
-        .await
-    );
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
-    let tls_client = https_client(&ca, tls_port).build().unwrap();
-    let resp = tls_client
-        .get(format!("https://localhost:{tls_port}/two/x"))
-        .send()
-        .await
-        .unwrap();
+    sy.wait_listener(tls.port).await;
+    let tls_client = tls.client().build().unwrap();
+    let resp = tls_client.get(tls.url("/two/x")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
     assert_eq!(resp.headers()["x-backend"], "b");
@@ -141,7 +118,6 @@ target_groups:
     let plain = get(&client(None), &sy.url("/one")).await;
     assert_eq!(plain.backend.as_deref(), Some("a"));
     assert!(plain.headers.get("strict-transport-security").is_none());
-    let _ = std::fs::remove_dir_all(cert.parent().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -625,14 +601,6 @@ async fn tls_offers_only_1_2_and_1_3_with_modern_ciphers_and_h2() {
     ))
     .await;
     sy.wait_listener(tls_port).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
-                .await
-                .is_ok()
-        })
-        .await
-    );
     let t13 = s_client(tls_port, &["-tls1_3", "-alpn", "h2,http/1.1"]);
     assert!(
         t13.contains("TLSv1.3") && t13.contains("ALPN protocol: h2"),

@@ -165,39 +165,29 @@ fn per_connection(what: &str, before: u64, held: u64, connections: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_tls_keep_alive_connections_hold_little_memory() {
     const CONNECTIONS: u64 = 400;
-    let (cert, key) = switchyard::edge::tls::self_signed().unwrap();
     let b = backend("a", 0).await;
-    let tls_port = free_port();
+    let tls = TlsListener::new();
     let sy = Switchyard::start(&format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:{{PORT}}
-  - address: 127.0.0.1:{tls_port}
-    tls:
-      cert: {}
-      key: {}
-target_groups:
+        r#"{}target_groups:
   - name: g
     backends:
 {}routes:
   - path_prefix: /
     target_group: g
 "#,
-        cert.display(),
-        key.display(),
+        tls.yaml,
         backend_list(&[&b])
     ))
     .await;
-    sy.wait_listener(tls_port).await;
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    sy.wait_listener(tls.port).await;
     let client = || {
-        https_client(&ca, tls_port)
+        tls.client()
             .http1_only()
             .pool_idle_timeout(None)
             .build()
             .unwrap()
     };
-    let url = format!("https://localhost:{tls_port}/");
+    let url = tls.url("/");
     let first = client();
     assert_eq!(first.get(&url).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -195,6 +195,16 @@ async fn admit(proxy: &Switchyard, client: &mut Client, ctx: &mut RequestCtx) ->
     proxy.admit(client, ctx).await.unwrap()
 }
 
+/// Run a request's first steps, which must answer it in the proxy.
+async fn answered(proxy: &Switchyard, client: &mut Client) -> RequestCtx {
+    let mut ctx = RequestCtx::new();
+    assert!(
+        admit(proxy, client, &mut ctx).await,
+        "sent to a backend instead of answered"
+    );
+    ctx
+}
+
 /// Run a request's first steps, which must send it to a backend, and pick that backend.
 async fn forwarded(
     proxy: &Switchyard,
@@ -228,8 +238,7 @@ fn body(client: &Client) -> &str {
 async fn a_path_without_a_route_gets_404_and_the_connection_stays_open() {
     let proxy = switchyard().await;
     let mut client = Client::h1("GET", "/nowhere");
-    let mut ctx = RequestCtx::new();
-    assert!(admit(&proxy, &mut client, &mut ctx).await);
+    let ctx = answered(&proxy, &mut client).await;
     assert_eq!(client.status(), Some(404));
     assert_eq!(body(&client), "no route for this request\n");
     assert_eq!(ctx.local_status, Some(404));
@@ -241,8 +250,7 @@ async fn a_path_without_a_route_gets_404_and_the_connection_stays_open() {
 async fn dot_segments_in_the_path_get_400() {
     let proxy = switchyard().await;
     let mut client = Client::h1("GET", "/web/../admin");
-    let mut ctx = RequestCtx::new();
-    assert!(admit(&proxy, &mut client, &mut ctx).await);
+    answered(&proxy, &mut client).await;
     assert_eq!(client.status(), Some(400));
 }
 
@@ -250,8 +258,7 @@ async fn dot_segments_in_the_path_get_400() {
 async fn a_head_over_the_limit_gets_431_and_closes_the_connection() {
     let proxy = switchyard().await;
     let mut client = Client::h1("GET", "/web").with_header("x-padding", &"a".repeat(600));
-    let mut ctx = RequestCtx::new();
-    assert!(admit(&proxy, &mut client, &mut ctx).await);
+    answered(&proxy, &mut client).await;
     assert_eq!(client.status(), Some(431));
     assert!(
         client.closes,
@@ -279,8 +286,7 @@ async fn a_refused_grpc_call_gets_its_grpc_status_in_a_200() {
     let proxy = switchyard().await;
     let mut client = Client::h1("POST", "/nowhere").with_header("content-type", "application/grpc");
     client.h1 = false;
-    let mut ctx = RequestCtx::new();
-    assert!(admit(&proxy, &mut client, &mut ctx).await);
+    let ctx = answered(&proxy, &mut client).await;
     assert_eq!(client.status(), Some(200));
     assert_eq!(client.header("grpc-status"), Some("12"));
     assert!(client.ended && client.body.is_empty(), "trailers-only");
@@ -429,8 +435,7 @@ async fn a_failed_attempt_is_answered_once_and_closes_the_connection() {
 async fn a_finished_request_is_counted_with_the_status_the_client_got() {
     let proxy = switchyard().await;
     let mut client = Client::h1("GET", "/nowhere").with_header("content-type", "application/grpc");
-    let mut ctx = RequestCtx::new();
-    assert!(admit(&proxy, &mut client, &mut ctx).await);
+    let mut ctx = answered(&proxy, &mut client).await;
     proxy.finish(&client, None, &mut ctx);
     let text = String::from_utf8(proxy.runtime.metrics.encode()).unwrap();
     let counted = text

@@ -72,12 +72,42 @@ pub fn single_group(proxy: &str, settings: &str, backends: &str) -> String {
     )
 }
 
-/// A client builder that trusts `ca` and reaches `localhost` at 127.0.0.1:`port`, for
-/// `https://localhost:{port}/…` against a TLS listener with that certificate.
-pub fn https_client(ca: &reqwest::Certificate, port: u16) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .add_root_certificate(ca.clone())
-        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+/// A TLS listener beside the harness's plain one: a free port and a self-signed certificate
+/// for `localhost`, with the `listeners:` block that declares both.
+pub struct TlsListener {
+    pub port: u16,
+    /// The configuration's `listeners:` block: `{PORT}` plain, then this one with TLS.
+    pub yaml: String,
+    ca: reqwest::Certificate,
+}
+
+impl TlsListener {
+    pub fn new() -> TlsListener {
+        let (cert, key) = switchyard::edge::tls::self_signed().unwrap();
+        let port = free_port();
+        let yaml = format!(
+            "listeners:\n  - address: 127.0.0.1:{{PORT}}\n  - address: 127.0.0.1:{port}\n    tls:\n      cert: {}\n      key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+        TlsListener { port, yaml, ca }
+    }
+
+    /// `https://localhost:{port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// A client builder that trusts the certificate and reaches `localhost` at this listener.
+    pub fn client(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .add_root_certificate(self.ca.clone())
+            .resolve(
+                "localhost",
+                format!("127.0.0.1:{}", self.port).parse().unwrap(),
+            )
+    }
 }
 
 /// Change a backend's behaviour through its control endpoint, as an operator would.
