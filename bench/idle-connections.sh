@@ -91,12 +91,8 @@ CFG
 # measure NAME PORT COMMAND...: one target's resident set around CONNS idle connections.
 measure() {
   local name=$1 port=$2
-  shift 2
-  start_proxy "$port" "$RUN/$name.log" "$@"
-  local pid=$PROXY
-  sleep 1
-  local rest held after ready
-  rest=$(rss_kb $pid)
+  start_at_rest "$@"
+  local pid=$PROXY rest=$REST held after ready
   taskset -c 0 python3 "$HERE/bench/hold-connections.py" "$port" "$CONNS" 10 $TLS >"$RUN/hold.txt" &
   local holder=$!
   for _ in $(seq 600); do

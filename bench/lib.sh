@@ -82,6 +82,16 @@ start_proxy() {
   wait_port "$port"
 }
 
+# start_at_rest NAME PORT COMMAND...: start_proxy with its log in $RUN/NAME.log, give it a
+# second to settle, and set REST to its resident set then (kB). $PROXY is its pid.
+start_at_rest() {
+  local name=$1 port=$2
+  shift 2
+  start_proxy "$port" "$RUN/$name.log" "$@"
+  sleep 1
+  REST=$(rss_kb "$PROXY")
+}
+
 stop_proxy() {
   kill "$1"
   wait "$1" 2>/dev/null || true

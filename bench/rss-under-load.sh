@@ -24,12 +24,8 @@ nginx_ka1024
 # measure NAME PORT COMMAND...: one target's resident set around one load run.
 measure() {
   local name=$1 port=$2
-  shift 2
-  start_proxy "$port" "$RUN/$name.log" "$@"
-  local pid=$PROXY
-  sleep 1
-  local rest during1 during2 after
-  rest=$(rss_kb $pid)
+  start_at_rest "$@"
+  local pid=$PROXY rest=$REST during1 during2 after
   taskset -c 0 wrk -t1 -c"$CONNS" -d8 "http://127.0.0.1:$port/" >"$RUN/wrk.txt" 2>&1 &
   local wrk=$!
   sleep 4
