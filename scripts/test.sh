@@ -62,9 +62,16 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
-# The vendored Pingora crates' own unit tests, those of their patches among them
-# (vendor/README.md), on a copy that is a workspace of its own. Only on a whole-suite run (no
-# filter given).
+# Only on a whole-suite run (no filter given):
 if [ $# -eq 0 ]; then
+  # The end-to-end tests once more, every Switchyard started with `proxy.http1_path:
+  # switchyard` (Switchyard's own HTTP/1 path): both loops must behave alike.
+  if cargo nextest --version >/dev/null 2>&1; then
+    SWITCHYARD_E2E_HTTP1_PATH=switchyard cargo nextest run --workspace --no-fail-fast --test e2e
+  else
+    SWITCHYARD_E2E_HTTP1_PATH=switchyard cargo test --workspace --no-fail-fast --test e2e
+  fi
+  # The vendored Pingora crates' own unit tests, those of their patches among them
+  # (vendor/README.md), on a copy that is a workspace of its own.
   ./scripts/vendor-tests.sh
 fi

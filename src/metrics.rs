@@ -73,6 +73,7 @@ pub struct Metrics {
     discovery_refreshes: IntCounterVec,
     rate_limited: IntCounterVec,
     shed: IntCounterVec,
+    http1_handovers: IntCounterVec,
     rate_limit_keys: IntGaugeVec,
     backends_alive: IntGaugeVec,
     backend_up: IntGaugeVec,
@@ -164,6 +165,7 @@ impl Metrics {
             discovery_refreshes: counter(&r, "lb_discovery_refreshes_total", "Backend discovery refreshes by result (success, failure).", &["target_group", "result"]),
             rate_limited: counter(&r, "lb_rate_limited_total", "Requests rejected with 429 by rate limiting.", &["route"]),
             shed: counter(&r, "lb_shed_total", "Requests rejected with 503 because a target group was at its in-flight limit.", &["target_group"]),
+            http1_handovers: counter(&r, "lb_http1_handovers_total", "Client connections Switchyard's own HTTP/1 path (proxy.http1_path: switchyard) handed to Pingora's loop, by reason: outside_subset (a request it does not serve), head_too_large, backend_protocol (a target group not on HTTP/1).", &["reason"]),
             rate_limit_keys: gauge(&r, "lb_rate_limit_keys", "Client buckets kept by a route's rate limiter (bounded by max_keys).", &["route"]),
             backends_alive: gauge(&r, "lb_backends_alive", "Backends passing their health checks.", &["target_group"]),
             backend_up: gauge(&r, "lb_backend_up", "1 when the backend passes its health checks and is not ejected.", &["target_group", "backend"]),
@@ -399,6 +401,14 @@ impl Metrics {
             return;
         }
         self.rate_limited.with_label_values(&[route]).inc();
+    }
+
+    /// The own HTTP/1 path handed a connection to Pingora's loop, for `reason`.
+    pub fn http1_handover(&self, reason: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.http1_handovers.with_label_values(&[reason]).inc();
     }
 
     pub fn shed(&self, group: &str) {

@@ -47,6 +47,8 @@ pub struct Fixed {
     /// `proxy.header_case`: set on the listening sockets' HTTP options and on every backend
     /// connection at start.
     pub preserve_header_case: bool,
+    /// `proxy.http1_path`: which loop the listening sockets' connections go to.
+    pub own_http1_path: bool,
 }
 
 /// One run-time change a reload undid.
@@ -248,6 +250,9 @@ impl Reloader {
         }
         if loaded.config.proxy.preserve_header_case != self.fixed.preserve_header_case {
             out.push("proxy.header_case changed".to_string());
+        }
+        if loaded.config.proxy.own_http1_path != self.fixed.own_http1_path {
+            out.push("proxy.http1_path changed".to_string());
         }
         out
     }

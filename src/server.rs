@@ -23,6 +23,7 @@ use crate::edge::redirect::RedirectApp;
 use crate::edge::slow_client::GuardedApp;
 use crate::edge::tls::{self, CertStore};
 use crate::metrics::Metrics;
+use crate::proxy::h1::Http1Path;
 use crate::proxy::Switchyard;
 use crate::reload::{Fixed, HangupWatcher, Reloader, Source};
 use crate::runtime::Runtime;
@@ -67,6 +68,7 @@ pub fn run(start: Start) -> anyhow::Result<()> {
         pingora: copy_of(&pingora)?,
         h2c: config.proxy.h2c,
         preserve_header_case: config.proxy.preserve_header_case,
+        own_http1_path: config.proxy.own_http1_path,
     };
     let reloader = Arc::new(Reloader::new(
         runtime.clone(),
@@ -228,7 +230,11 @@ fn add_proxy(
     certs: &[Option<Arc<CertStore>>],
 ) {
     let discard_header_case = !config.proxy.preserve_header_case;
-    let switchyard = Switchyard::new(runtime.clone(), leaving, discard_header_case);
+    let switchyard = Switchyard::new(runtime.clone(), leaving.clone(), discard_header_case);
+    let own_path = config.proxy.own_http1_path.then(|| {
+        let proxy = Switchyard::new(runtime.clone(), leaving, discard_header_case);
+        Arc::new(Http1Path::new(proxy, &server.configuration))
+    });
     // Pingora's proxy app, behind a deadline for request heads (slowloris).
     let mut proxy_app = HttpProxy::new(switchyard, server.configuration.clone());
     proxy_app.handle_init_modules();
@@ -236,7 +242,7 @@ fn add_proxy(
     options.h2c = config.proxy.h2c;
     options.h1_discard_header_case = discard_header_case;
     proxy_app.server_options = Some(options);
-    let guarded = GuardedApp::new(proxy_app, runtime);
+    let guarded = GuardedApp::new(proxy_app, runtime, own_path, config.proxy.h2c);
     let mut proxy = Service::new("switchyard proxy".to_string(), guarded);
     for (i, l) in config.listeners.iter().enumerate() {
         match &l.kind {

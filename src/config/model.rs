@@ -66,6 +66,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// Keep HTTP/1.x header names' case as written (`header_case: preserve`).
     pub preserve_header_case: bool,
+    /// Serve HTTP/1.1 requests in Switchyard's own loop (`http1_path: switchyard`).
+    pub own_http1_path: bool,
     pub via: Option<String>,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use memchr::memmem;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{
@@ -28,6 +29,8 @@ use pingora_core::protocols::{
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::proxy::h1::{Http1Path, Served};
 
 /// A stream whose request heads have a deadline.
 #[derive(Debug)]
@@ -46,6 +49,9 @@ pub struct HeadDeadline {
     head_seen: AtomicBool,
     /// The last bytes seen, to find `\r\n\r\n` across reads.
     tail: [u8; 3],
+    /// Bytes already read from the client that the next reads give back first: what
+    /// Switchyard's own HTTP/1 path read before handing the connection to Pingora's loop.
+    unread: Option<Box<BytesMut>>,
 }
 
 impl HeadDeadline {
@@ -60,7 +66,39 @@ impl HeadDeadline {
             next_head: AtomicBool::new(false),
             head_seen: AtomicBool::new(false),
             tail: [0; 3],
+            unread: None,
         }
+    }
+
+    /// Give `bytes`, already read from the client, back to the next reads.
+    pub fn unread(&mut self, bytes: BytesMut) {
+        if !bytes.is_empty() {
+            self.unread = Some(Box::new(bytes));
+        }
+    }
+
+    /// The client's IP address, when it connected over IP.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        let digest = self.inner.get_socket_digest()?;
+        digest.peer_addr()?.as_inet().map(|a| a.ip())
+    }
+
+    /// Whether the client connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.inner.get_ssl_digest().is_some()
+    }
+
+    /// Copy what is left of the unread bytes into `buf`.
+    fn read_unread(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let Some(unread) = self.unread.as_mut() else {
+            return false;
+        };
+        let n = unread.len().min(buf.remaining());
+        buf.put_slice(&unread.split_to(n));
+        if unread.is_empty() {
+            self.unread = None;
+        }
+        true
     }
 
     /// The proxy has this request's head: reads until [`Self::request_finished`] are its body.
@@ -142,6 +180,10 @@ impl AsyncRead for HeadDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.read_unread(buf) {
+            // Bytes this guard already saw, when they were first read.
+            return Poll::Ready(Ok(()));
+        }
         if this.next_head.swap(false, Ordering::Relaxed) {
             // A kept-alive connection: the next head's clock starts with its first byte.
             this.head_done = false;
@@ -260,12 +302,20 @@ impl GetSocketDigest for HeadDeadline {
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if let Some(unread) = &self.unread {
+            let n = unread.len().min(buf.len());
+            buf[..n].copy_from_slice(&unread[..n]);
+            return Ok(n == buf.len());
+        }
         self.inner.try_peek(buf).await
     }
 
     /// The wrapped stream's: a kept-alive connection waits for its next request holding only
     /// the stream (vendor patch 0018), and no head deadline runs while it is idle.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        if self.unread.is_some() {
+            return Poll::Ready(Ok(true));
+        }
         self.inner.poll_read_ready(cx)
     }
 }
@@ -274,16 +324,29 @@ impl Peek for HeadDeadline {
 /// the header timeout of the configuration current when the connection is accepted. Every
 /// client connection passes through it, so it also counts them open
 /// ([`super::idle::OpenConnection`]) for as long as `inner` serves them.
+///
+/// With `own` (`proxy.http1_path: switchyard`), HTTP/1 connections are served by Switchyard's
+/// own loop until a request outside its subset hands them to `inner`. Not the plain ones when
+/// `h2c` is on: their first bytes may be an HTTP/2 preface, which `inner` looks for.
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     runtime: Arc<crate::runtime::Runtime>,
+    own: Option<Arc<Http1Path>>,
+    h2c: bool,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, runtime: Arc<crate::runtime::Runtime>) -> Self {
+    pub fn new(
+        inner: A,
+        runtime: Arc<crate::runtime::Runtime>,
+        own: Option<Arc<Http1Path>>,
+        h2c: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(inner),
             runtime,
+            own,
+            h2c,
         }
     }
 }
@@ -296,11 +359,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = super::idle::OpenConnection::new();
-        let session: Stream = if session.selected_alpn_proto() == Some(ALPN::H2) {
-            session
-        } else {
-            let timeout = self.runtime.snapshot().config.proxy.client_header_timeout;
-            Box::new(HeadDeadline::new(session, timeout))
+        if session.selected_alpn_proto() == Some(ALPN::H2) {
+            return self.inner.process_new(session, shutdown).await;
+        }
+        let plain = session.get_ssl_digest().is_none();
+        let timeout = self.runtime.snapshot().config.proxy.client_header_timeout;
+        let session: Stream = match self.own.as_ref().filter(|_| !(plain && self.h2c)) {
+            Some(own) => {
+                let mut guarded = Box::new(HeadDeadline::new(session, timeout));
+                // Boxed, so a connection on Pingora's loop does not carry its state.
+                match Box::pin(own.serve(&mut guarded, shutdown)).await {
+                    Served::Closed => return None,
+                    Served::HandOver(read) => guarded.unread(read),
+                }
+                guarded
+            }
+            None => Box::new(HeadDeadline::new(session, timeout)),
         };
         self.inner.process_new(session, shutdown).await
     }

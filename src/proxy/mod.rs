@@ -11,6 +11,7 @@ pub mod ctx;
 pub mod downstream;
 pub mod forwarding;
 pub mod grpc;
+pub mod h1;
 mod hooks;
 pub mod outcome;
 pub mod policies;
@@ -63,6 +64,20 @@ fn snapshot_of(ctx: &RequestCtx) -> pingora_error::Result<Arc<Snapshot>> {
     ctx.snapshot
         .clone()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no configuration"))
+}
+
+/// Log a failed request once, as a warning. A client closing its connection is normal (the
+/// access log has it); failures the proxy answered itself (502/503/504) are logged: the load
+/// balancer handled them.
+fn log_failure(req: &RequestHeader, e: &Error, ctx: &RequestCtx) {
+    if !outcome::is_client_gone(e) {
+        log::warn!(
+            "request {} {} failed after {} attempt(s): {e}",
+            req.method,
+            req.uri,
+            ctx.attempts()
+        );
+    }
 }
 
 /// JSON answer of the status route: overall state and each group's ready backends.
@@ -215,17 +230,7 @@ impl ProxyHttp for Switchyard {
     }
 
     fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
-        // A client closing its connection is normal; the access log has it. Failures the
-        // proxy answered itself (502/503/504) are logged here once, as warnings: the load
-        // balancer handled them.
-        if !outcome::is_client_gone(e) {
-            log::warn!(
-                "request {} {} failed after {} attempt(s): {e}",
-                session.req_header().method,
-                session.req_header().uri,
-                ctx.attempts()
-            );
-        }
+        log_failure(session.req_header(), e, ctx);
         true
     }
 

@@ -13,6 +13,7 @@ mod experiment;
 mod failover;
 mod first_hour;
 mod health;
+mod http1_path;
 mod memory;
 mod multinode;
 mod observability;

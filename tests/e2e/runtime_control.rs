@@ -110,10 +110,7 @@ async fn a_setting_fixed_at_start_is_reported_as_needing_an_upgrade() {
     let a = backend("a", 0).await;
     let sy = Switchyard::start_controlled(&single_group("", CHECKS, &backend_list(&[&a]))).await;
     let conf = current_config(&sy);
-    sy.rewrite_config(&conf.replace(
-        "target_groups:\n",
-        "proxy:\n  header_case: lowercase\ntarget_groups:\n",
-    ));
+    sy.rewrite_config(&set_proxy_key(&conf, "header_case", "lowercase"));
     let (status, answer) = sy.api("POST", "/reload", None, Some(TOKEN)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::super::file::{ClientIpFile, HeaderCaseFile, ProxyFile};
+use super::super::file::{ClientIpFile, HeaderCaseFile, Http1PathFile, ProxyFile};
 use super::super::model::{Cidr, ClientIpSettings, ProxySettings};
 use super::Checker;
 
@@ -23,6 +23,7 @@ pub(super) fn validate(c: &mut Checker, p: &ProxyFile) -> ProxySettings {
         h2c: p.h2c,
         access_log: p.access_log.unwrap_or(true),
         preserve_header_case: p.header_case != Some(HeaderCaseFile::Lowercase),
+        own_http1_path: p.http1_path == Some(Http1PathFile::Switchyard),
         via: match p.via.as_deref() {
             None => Some("switchyard".to_string()),
             Some("") => None,

@@ -179,6 +179,30 @@ pub fn check_config(yaml: &str) -> Output {
         .expect("run switchyard -t")
 }
 
+/// `yaml` with `proxy.http1_path` set to `$SWITCHYARD_E2E_HTTP1_PATH` when that is set (the
+/// suite's second run, on Switchyard's own HTTP/1 path), unless the test sets it itself.
+pub fn with_http1_path(yaml: &str) -> String {
+    match std::env::var("SWITCHYARD_E2E_HTTP1_PATH") {
+        Ok(path) if !path.is_empty() && !yaml.contains("http1_path:") => {
+            set_proxy_key(yaml, "http1_path", &path)
+        }
+        _ => yaml.to_string(),
+    }
+}
+
+/// `yaml` with `key: value` in its `proxy:` section (added when absent).
+pub fn set_proxy_key(yaml: &str, key: &str, value: &str) -> String {
+    let line = format!("  {key}: {value}\n");
+    if let Some(at) = yaml.find("\nproxy:\n") {
+        let at = at + "\nproxy:\n".len();
+        format!("{}{line}{}", &yaml[..at], &yaml[at..])
+    } else if let Some(rest) = yaml.strip_prefix("proxy:\n") {
+        format!("proxy:\n{line}{rest}")
+    } else {
+        format!("{yaml}\nproxy:\n{line}")
+    }
+}
+
 /// A running `switchyard` process, killed on drop.
 pub struct Switchyard {
     child: Child,
@@ -244,7 +268,7 @@ impl Switchyard {
         if !yaml.contains("\nadmin:") {
             yaml.push_str("admin:\n  address: 127.0.0.1:{ADMIN}\n");
         }
-        let yaml = yaml
+        let yaml = with_http1_path(&yaml)
             .replace("{PORT}", &port.to_string())
             .replace("{ADMIN}", &admin_port.to_string())
             .replace("{DIR}", &dir.path().display().to_string());
@@ -393,7 +417,7 @@ impl Switchyard {
     /// Replace the configuration file's text (for a reload); `{PORT}` and `{ADMIN}` and
     /// `{DIR}` are replaced as at start.
     pub fn rewrite_config(&self, yaml: &str) {
-        let yaml = yaml
+        let yaml = with_http1_path(yaml)
             .replace("{PORT}", &self.port.to_string())
             .replace("{ADMIN}", &self.admin_port.to_string())
             .replace("{DIR}", &self.dir.path().display().to_string());
@@ -409,7 +433,7 @@ impl Switchyard {
     /// it checks everything, then asks this one to hand over its listeners and takes them.
     pub fn spawn_upgrade(&self, yaml: Option<&str>, env: &[(&str, String)]) -> Child {
         let conf = match yaml {
-            Some(text) => self.dir.write("upgraded.yaml", text),
+            Some(text) => self.dir.write("upgraded.yaml", &with_http1_path(text)),
             None => self.conf_path(),
         };
         let log = std::fs::File::create(self.dir.path().join("switchyard-upgraded.log")).unwrap();

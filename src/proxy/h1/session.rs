@@ -1,0 +1,184 @@
+//! One request on the own HTTP/1 path, as the hooks see it ([`Downstream`]).
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, DATE};
+use pingora_core::protocols::http::date::get_cached_date;
+use pingora_error::{Error, ErrorType, OrErr};
+use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::AsyncWriteExt;
+
+use crate::edge::slow_client::HeadDeadline;
+use crate::proxy::downstream::{Downstream, RawHead};
+
+/// A request head and the client connection it came on.
+pub struct OwnSession<'a> {
+    pub stream: &'a mut HeadDeadline,
+    pub req: RequestHeader,
+    raw: Bytes,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    shutting_down: bool,
+    /// The status of the last response head written (a `1xx` too).
+    status: Option<u16>,
+    /// Whether the connection closes after this response.
+    pub close: bool,
+    /// The wait allowed for each read of the request body.
+    pub read_timeout: Duration,
+    /// The request body, whole (the path takes only bodies it can hold).
+    pub body: Option<Bytes>,
+    /// A response head serialized but not yet sent: it goes with the first body bytes.
+    staged: BytesMut,
+}
+
+impl<'a> OwnSession<'a> {
+    /// The session of `req` on `stream`.
+    pub fn new(
+        stream: &'a mut HeadDeadline,
+        req: RequestHeader,
+        raw: Bytes,
+        close: bool,
+        shutting_down: bool,
+    ) -> Self {
+        let client_ip = stream.client_ip();
+        let tls = stream.is_tls();
+        Self {
+            stream,
+            req,
+            raw,
+            client_ip,
+            tls,
+            shutting_down,
+            status: None,
+            close,
+            read_timeout: Duration::from_secs(60),
+            body: None,
+            staged: BytesMut::new(),
+        }
+    }
+
+    /// Whether a final (not `1xx`) response head was written.
+    pub fn answered(&self) -> bool {
+        self.status.is_some_and(|s| s >= 200)
+    }
+
+    /// Send what is staged, then `body`; flush when `end`.
+    pub async fn send(&mut self, body: Bytes, end: bool) -> pingora_error::Result<()> {
+        let mut out = std::mem::take(&mut self.staged).chain(body);
+        self.stream
+            .write_all_buf(&mut out)
+            .await
+            .or_err(ErrorType::WriteError, "writing to the client")?;
+        if end {
+            self.stream
+                .flush()
+                .await
+                .or_err(ErrorType::WriteError, "flushing to the client")?;
+        }
+        Ok(())
+    }
+}
+
+/// The head of `resp` as sent to the client, with `Date` and `Connection` as Pingora's
+/// HTTP/1 server sets them.
+fn serialize(
+    resp: &mut ResponseHeader,
+    close: bool,
+    out: &mut BytesMut,
+) -> pingora_error::Result<()> {
+    if !resp.status.is_informational() {
+        resp.insert_header(DATE, get_cached_date())?;
+        resp.insert_header(CONNECTION, if close { "close" } else { "keep-alive" })?;
+    }
+    out.reserve(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    if let Some(reason) = resp.get_reason_phrase() {
+        out.extend_from_slice(reason.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    resp.header_to_h1_wire(out);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+impl Downstream for OwnSession<'_> {
+    fn req_header(&self) -> &RequestHeader {
+        &self.req
+    }
+
+    fn raw_head(&self) -> Option<RawHead> {
+        Some(RawHead {
+            bytes: self.raw.clone(),
+            line_escaped: false,
+        })
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    fn is_http2(&self) -> bool {
+        false
+    }
+
+    fn is_process_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    fn response_status(&self) -> Option<u16> {
+        self.status
+    }
+
+    fn body_outgrew_replay_buffer(&self) -> bool {
+        false
+    }
+
+    fn replay_buffer(&self) -> Option<Bytes> {
+        self.body.clone()
+    }
+
+    fn close_after_response(&mut self) {
+        self.close = true;
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) {
+        self.read_timeout = timeout;
+    }
+
+    async fn write_response_header(
+        &mut self,
+        mut head: Box<ResponseHeader>,
+        end: bool,
+    ) -> pingora_error::Result<()> {
+        if self.answered() {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "a response head was already sent",
+            ));
+        }
+        let informational = head.status.is_informational();
+        serialize(&mut head, self.close, &mut self.staged)?;
+        self.status = Some(head.status.as_u16());
+        if end || informational {
+            self.send(Bytes::new(), true).await?;
+        }
+        Ok(())
+    }
+
+    fn write_response_body(
+        &mut self,
+        body: Bytes,
+        end: bool,
+    ) -> impl Future<Output = pingora_error::Result<()>> + Send {
+        self.send(body, end)
+    }
+}

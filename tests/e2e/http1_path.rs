@@ -1,0 +1,211 @@
+//! Switchyard's own HTTP/1 path (`proxy.http1_path: switchyard`): it serves the requests of its
+//! subset itself, hands anything else to Pingora's loop on the same connection, and answers as
+//! Pingora's loop would. (The whole suite also runs once more on this path, with
+//! `SWITCHYARD_E2E_HTTP1_PATH=switchyard`.)
+
+use crate::support;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const OWN_PATH: &str = "  http1_path: switchyard\n  decision_headers: true\n";
+
+/// Connections handed to Pingora's loop, as the metric counts them.
+async fn handovers(sy: &Switchyard, reason: &str) -> f64 {
+    metric_sum(
+        &sy.metrics().await,
+        "lb_http1_handovers_total",
+        &[("reason", reason)],
+    )
+}
+
+async fn all_handovers(sy: &Switchyard) -> f64 {
+    metric_sum(&sy.metrics().await, "lb_http1_handovers_total", &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_the_subset_are_served_on_the_own_path_and_others_handed_to_pingora() {
+    let (a, b) = (backend("a", 0).await, backend("b", 0).await);
+    let sy = Switchyard::start(&single_group(OWN_PATH, "", &backend_list(&[&a, &b]))).await;
+
+    // Plain GETs and a small POST on keep-alive connections: answered, spread over both
+    // backends, and no connection left the own path.
+    let answers = load(&sy.url("/x"), 40, 4).await;
+    assert_eq!(statuses(&answers).get(&200), Some(&40), "{answers:?}");
+    assert_eq!(shares(&answers).len(), 2, "both backends answer");
+    let client = client(None);
+    let posted = client
+        .post(sy.url("/echo"))
+        .body("twelve bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    assert!(posted.text().await.unwrap().contains("\"body_bytes\":12"));
+    assert_eq!(all_handovers(&sy).await, 0.0);
+
+    // A chunked upload is outside the subset: Pingora's loop serves it, and the requests after
+    // it on the same connection.
+    let mut s = sy.connect().await;
+    s.write_all(
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answers = read_responses(&mut s, 2).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{}", answers[0]);
+    assert!(answers[0].contains("\"body_bytes\":3"), "{}", answers[0]);
+    assert!(answers[1].contains("\"path\":\"/after\""), "{}", answers[1]);
+    assert_eq!(handovers(&sy, "outside_subset").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_on_the_own_path() {
+    let a = backend("a", 0).await;
+    let sy = Switchyard::start(&single_group(OWN_PATH, "", &backend_list(&[&a]))).await;
+    let mut s = sy.connect().await;
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answers = read_responses(&mut s, 4).await;
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(&format!("\"path\":\"/{}\"", i + 1)),
+            "{answer}"
+        );
+    }
+    assert!(answers[3]
+        .to_ascii_lowercase()
+        .contains("connection: close"));
+    assert!(
+        closes_without_more(&mut s).await,
+        "closed after `Connection: close`"
+    );
+    assert_eq!(all_handovers(&sy).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_refusing_connections_is_retried_elsewhere_on_the_own_path() {
+    let live = backend("live", 0).await;
+    let dead = free_port();
+    let backends = format!(
+        "      - address: 127.0.0.1:{dead}\n{}",
+        backend_list(&[&live])
+    );
+    let settings = "    health_check:\n      enabled: false\n";
+    let sy = Switchyard::start(&single_group(OWN_PATH, settings, &backends)).await;
+    let answers = load(&sy.url("/"), 20, 2).await;
+    assert_eq!(statuses(&answers).get(&200), Some(&20), "{answers:?}");
+    assert_eq!(shares(&answers).get("live"), Some(&20));
+    let metrics = sy.metrics().await;
+    assert!(metric_sum(&metrics, "lb_retries_total", &[]) >= 1.0);
+    assert_eq!(all_handovers(&sy).await, 0.0);
+}
+
+/// A backend that answers by path with bytes written in the test: `/chunked` in two chunks
+/// with a trailer, `/close` without a length (ended by closing), `/cut` with a body shorter
+/// than its length, anything else `ok`.
+async fn scripted_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut buf).await {
+                            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_string();
+                    got.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let (answer, close): (&[u8], bool) = match path.as_str() {
+                        "/chunked" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Sum: 1\r\n\r\n", false),
+                        "/close" => (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true),
+                        "/cut" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", true),
+                        _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+                    };
+                    if conn.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_and_close_delimited_answers_reach_the_client_whole_on_the_own_path() {
+    let port = scripted_backend().await;
+    let settings = "    health_check:\n      enabled: false\n";
+    let backends = format!("      - address: 127.0.0.1:{port}\n");
+    let sy = Switchyard::start(&single_group(OWN_PATH, settings, &backends)).await;
+    let client = client(None);
+    for _ in 0..2 {
+        let chunked = client.get(sy.url("/chunked")).send().await.unwrap();
+        assert_eq!(chunked.status(), 200);
+        assert_eq!(chunked.text().await.unwrap(), "hello world");
+    }
+    // A body the backend ends by closing reaches the client chunked, on a connection that
+    // stays open.
+    let closed = client.get(sy.url("/close")).send().await.unwrap();
+    assert_eq!(closed.status(), 200);
+    let header = |name: &str| closed.headers().get(name).map(|v| v.as_bytes().to_vec());
+    assert_eq!(header("transfer-encoding"), Some(b"chunked".to_vec()));
+    assert_eq!(header("connection"), Some(b"keep-alive".to_vec()));
+    assert_eq!(closed.text().await.unwrap(), "until the end");
+
+    // A backend that breaks off mid-body: the client gets a response it can tell is cut, the
+    // connection closes, and the backend is blamed.
+    let mut s = sy.connect().await;
+    s.write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection closes");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("only this"), "{text}");
+    let metrics = sy.metrics().await;
+    assert!(metric_sum(&metrics, "lb_upstream_errors_total", &[]) >= 1.0);
+    assert_eq!(all_handovers(&sy).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_trickles_in_is_cut_off_on_the_own_path() {
+    let a = backend("a", 0).await;
+    let proxy = format!("{OWN_PATH}  client_header_timeout: 1s\n");
+    let sy = Switchyard::start(&single_group(&proxy, "", &backend_list(&[&a]))).await;
+    let mut s = sy.connect().await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_responses(&mut s, 1).await.len(), 1);
+    // The next head never ends: a byte every 300 ms.
+    let mut cut = false;
+    for b in b"GET /slow HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if s.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        cut || closes_without_more(&mut s).await,
+        "the trickling head is cut off"
+    );
+}
