@@ -209,3 +209,117 @@ async fn a_request_head_that_trickles_in_is_cut_off_on_the_own_path() {
         "the trickling head is cut off"
     );
 }
+
+/// What a client saw after sending `probe` on a new connection: the status of each answer, in
+/// order, whether any answer came from a request the backend saw as `/smuggled`, and whether
+/// the proxy closed the connection (within 3 s of the last bytes).
+async fn probe(port: u16, probe: Vec<u8>) -> (Vec<u16>, bool, bool) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (Vec::new(), false, true);
+    };
+    if s.write_all(&probe).await.is_err() {
+        return (Vec::new(), false, true);
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    let statuses = text
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+        .collect();
+    (statuses, text.contains("/smuggled"), closed)
+}
+
+/// Smuggling-shaped and malformed requests get the same answers from both HTTP/1 paths, and
+/// none lets a hidden request through: whatever the own path does not take as certainly one
+/// request goes to Pingora's loop, or is refused as Pingora refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_malformed_requests_get_the_same_answers_on_both_paths() {
+    let a = backend("a", 0).await;
+    let list = backend_list(&[&a]);
+    let own = Switchyard::start(&single_group(OWN_PATH, "", &list)).await;
+    let theirs = Switchyard::start(&single_group("  http1_path: pingora\n", "", &list)).await;
+    let long = format!("X-Long: {}\r\n", "a".repeat(40_000));
+    let probes: Vec<Vec<u8>> = [
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nX: y\r\n Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 05\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\nHost: x\n\nGET /2 HTTP/1.1\nHost: x\n\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n",
+        "GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: u@x\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n",
+        "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET http://y/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+        "get / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+        "GET /%2e%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET //x/y HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /\\x HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Obs: caf\u{e9}\r\n\r\n",
+        "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n: empty\r\n\r\n",
+    ]
+    .iter()
+    .map(|p| p.as_bytes().to_vec())
+    .chain([format!("GET / HTTP/1.1\r\nHost: x\r\n{long}\r\n").into_bytes()])
+    .collect();
+    // All at once: each waits 3 s on the connections left open.
+    let answers: Vec<_> = probes
+        .iter()
+        .map(|p| {
+            let (a, b) = (
+                tokio::spawn(probe(own.port, p.clone())),
+                tokio::spawn(probe(theirs.port, p.clone())),
+            );
+            async move { (a.await.unwrap(), b.await.unwrap()) }
+        })
+        .collect();
+    let mut differ = Vec::new();
+    for (p, both) in probes.iter().zip(answers) {
+        let (ours, pingoras) = both.await;
+        assert!(
+            !ours.1 && !pingoras.1,
+            "a hidden request got through: {:?}",
+            String::from_utf8_lossy(p)
+        );
+        if ours != pingoras {
+            differ.push(format!(
+                "{:?}: own path {ours:?}, Pingora's {pingoras:?}",
+                String::from_utf8_lossy(&p[..p.len().min(120)])
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "answers differ:\n{}", differ.join("\n"));
+}

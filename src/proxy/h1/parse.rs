@@ -6,10 +6,12 @@
 //! else, broken or merely unusual, is [`Parsed::Outside`]: Pingora's HTTP/1 loop serves it
 //! (and answers the broken ones with its 400), so the own path never has to guess.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
+use pingora_core::protocols::http::authority::validate_request_authority;
 use pingora_http::{IntoCaseHeaderName, RequestHeader};
 
 /// The most header fields in a head the own path takes.
@@ -56,9 +58,10 @@ struct Fields {
 /// Parse the request head at the start of `buf`; take it out of `buf` when it is in the
 /// subset. Bodies longer than `max_body` are left to Pingora's loop, which streams them.
 pub fn request(buf: &mut BytesMut, max_body: u64, discard_case: bool) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(buf) {
+    // Left uninitialised: httparse writes the fields it finds (no 2 KB memset per request).
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Outside,
@@ -88,6 +91,11 @@ pub fn request(buf: &mut BytesMut, max_body: u64, discard_case: bool) -> Parsed 
         if header.append_header(name, value).is_err() {
             return Parsed::Invalid;
         }
+    }
+    // The same authority checks as Pingora's HTTP/1 server (userinfo in `Host`, a target whose
+    // authority changes under normalisation): refused with 400 there too.
+    if validate_request_authority(&header).is_err() {
+        return Parsed::Invalid;
     }
     Parsed::Own(Request {
         header,
@@ -279,6 +287,14 @@ mod tests {
         ] {
             assert!(outside(head), "taken: {head:?}");
         }
+    }
+
+    #[test]
+    fn an_ambiguous_authority_is_refused_as_pingora_refuses_it() {
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHost: user@x\r\n\r\n"),
+            Parsed::Invalid
+        ));
     }
 
     #[test]

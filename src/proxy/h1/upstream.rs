@@ -1,6 +1,7 @@
 //! One attempt at a backend on the own HTTP/1 path: the request out, the response back.
 
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -55,7 +56,9 @@ pub async fn attempt(
 ) -> Result<(), Failure> {
     let (mut up, reused) = match connector.reused_stream(peer).await {
         Some(stream) => (stream, true),
-        None => match connector.new_stream(peer).await {
+        // Boxed: connecting (TLS included) is a large future, and rare once the pool is warm;
+        // inline, it would size (and be copied with) every request's state.
+        None => match Box::pin(connector.new_stream(peer)).await {
             Ok(stream) => (stream, false),
             Err(e) => return Err(Failure::Connect(e.into_up())),
         },
@@ -200,11 +203,12 @@ fn parse_response_head(
     buf: &mut BytesMut,
     discard_case: bool,
 ) -> pingora_error::Result<Option<ResponseHeader>> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
+    // Left uninitialised: httparse writes the fields it finds (no 4 KB memset per response).
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
     let mut parser = httparse::ParserConfig::default();
     parser.allow_spaces_after_header_name_in_responses(true);
-    let len = match parser.parse_response(&mut resp, buf) {
+    let len = match parser.parse_response_with_uninit_headers(&mut resp, buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
