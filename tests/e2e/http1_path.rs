@@ -323,3 +323,24 @@ async fn smuggling_and_malformed_requests_get_the_same_answers_on_both_paths() {
     }
     assert!(differ.is_empty(), "answers differ:\n{}", differ.join("\n"));
 }
+
+/// A client that leaves while the backend is still working is seen at once, as on Pingora's
+/// loop: its request is logged as 499 without waiting for the backend's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_the_backend_works_is_counted_at_once() {
+    let slow = backend("slow", 4000).await;
+    let settings = "    health_check:\n      enabled: false\n";
+    let sy = Switchyard::start(&single_group(OWN_PATH, settings, &backend_list(&[&slow]))).await;
+    let mut s = sy.connect().await;
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let counted = eventually(Duration::from_millis(2500), || async {
+        let m = sy.metrics().await;
+        metric_sum(&m, "lb_http_requests_total", &[("code", "499")]) == 1.0
+    })
+    .await;
+    assert!(counted, "499 not recorded before the backend answered");
+}

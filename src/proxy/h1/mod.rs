@@ -133,17 +133,13 @@ impl Http1Path {
         buf: &mut BytesMut,
         shutting_down: bool,
     ) -> bool {
-        let mut session = OwnSession::new(stream, req.header, req.raw, req.close, shutting_down);
-        self.serve_request(&mut session, buf, req.body_len).await
+        let mut session =
+            OwnSession::new(stream, buf, req.header, req.raw, req.close, shutting_down);
+        self.serve_request(&mut session, req.body_len).await
     }
 
     /// Serve one request; whether the connection stays open for the next.
-    async fn serve_request(
-        &self,
-        session: &mut OwnSession<'_>,
-        buf: &mut BytesMut,
-        body_len: u64,
-    ) -> bool {
+    async fn serve_request(&self, session: &mut OwnSession<'_>, body_len: u64) -> bool {
         session.stream.head_received();
         let mut ctx = self.proxy.new_ctx();
         self.proxy.begin(session, &mut ctx);
@@ -155,7 +151,7 @@ impl Http1Path {
                 }
                 None
             }
-            Ok(false) => match self.read_body(session, buf, body_len, &mut ctx).await {
+            Ok(false) => match self.read_body(session, body_len, &mut ctx).await {
                 Ok(()) => self.forward(session, &mut ctx).await,
                 Err(e) => Some(e),
             },
@@ -175,7 +171,6 @@ impl Http1Path {
     async fn read_body(
         &self,
         session: &mut OwnSession<'_>,
-        buf: &mut BytesMut,
         len: u64,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
@@ -185,9 +180,10 @@ impl Http1Path {
         let len = len as usize;
         let mut body = BytesMut::with_capacity(len);
         while body.len() < len {
-            if buf.is_empty() {
-                buf.reserve(READ_SIZE.min(len - body.len()));
-                let read = tokio::time::timeout(session.read_timeout, session.stream.read_buf(buf));
+            if session.read.is_empty() {
+                session.read.reserve(READ_SIZE.min(len - body.len()));
+                let read = session.stream.read_buf(session.read);
+                let read = tokio::time::timeout(session.read_timeout, read);
                 match read.await {
                     Err(_) => {
                         return Err(
@@ -207,7 +203,8 @@ impl Http1Path {
                     Ok(Ok(_)) => {}
                 }
             }
-            let piece = buf.split_to(buf.len().min(len - body.len())).freeze();
+            let take = session.read.len().min(len - body.len());
+            let piece = session.read.split_to(take).freeze();
             let end = body.len() + piece.len() == len;
             self.proxy.check_body(session, Some(&piece), end, ctx)?;
             body.extend_from_slice(&piece);
@@ -235,7 +232,8 @@ impl Http1Path {
                     Switchyard::proxy_failed(session, &peer, error, ctx, reused)
                 }
             };
-            if !e.retry() || session.response_status().is_some() {
+            let client_gone = super::outcome::is_client_gone(&e);
+            if client_gone || !e.retry() || session.response_status().is_some() {
                 return Some(e);
             }
         }

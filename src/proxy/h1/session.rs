@@ -9,7 +9,7 @@ use http::header::{CONNECTION, DATE};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_error::{Error, ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::edge::slow_client::HeadDeadline;
 use crate::proxy::downstream::{Downstream, RawHead};
@@ -17,6 +17,9 @@ use crate::proxy::downstream::{Downstream, RawHead};
 /// A request head and the client connection it came on.
 pub struct OwnSession<'a> {
     pub stream: &'a mut HeadDeadline,
+    /// What was read from the client after this request's head: its body, then any requests
+    /// pipelined behind it.
+    pub read: &'a mut BytesMut,
     pub req: RequestHeader,
     raw: Bytes,
     client_ip: Option<IpAddr>,
@@ -38,6 +41,7 @@ impl<'a> OwnSession<'a> {
     /// The session of `req` on `stream`.
     pub fn new(
         stream: &'a mut HeadDeadline,
+        read: &'a mut BytesMut,
         req: RequestHeader,
         raw: Bytes,
         close: bool,
@@ -47,6 +51,7 @@ impl<'a> OwnSession<'a> {
         let tls = stream.is_tls();
         Self {
             stream,
+            read,
             req,
             raw,
             client_ip,
@@ -58,6 +63,22 @@ impl<'a> OwnSession<'a> {
             body: None,
             staged: BytesMut::new(),
         }
+    }
+
+    /// Wait until the client closes its side of the connection (as Pingora's loop watches it
+    /// while the backend works): then the request is abandoned. The first bytes the client
+    /// sends meanwhile (a pipelined request) are kept, and the watch ends there.
+    pub async fn client_left(&mut self) -> Box<Error> {
+        self.read.reserve(1024);
+        match self.stream.read_buf(self.read).await {
+            Ok(0) => Error::explain(
+                ErrorType::ConnectionClosed,
+                "the client closed the connection before the response",
+            ),
+            Ok(_) => std::future::pending().await,
+            Err(e) => Error::because(ErrorType::ReadError, "watching the client", e),
+        }
+        .into_down()
     }
 
     /// Whether a final (not `1xx`) response head was written.

@@ -71,9 +71,11 @@ pub async fn attempt(
     let reusable = loop {
         let limit = peer.options.read_timeout;
         let discard_case = proxy.discard_header_case;
-        let mut resp = read_response_head(&mut up, &mut buf, limit, discard_case)
-            .await
-            .map_err(|e| failed(e.into_up()))?;
+        let head = read_response_head(&mut up, &mut buf, limit, discard_case);
+        let mut resp = tokio::select! {
+            head = head => head.map_err(|e| failed(e.into_up()))?,
+            gone = session.client_left() => return Err(failed(gone)),
+        };
         Switchyard::upstream_responded(&resp, ctx);
         let informational = resp.status.is_informational();
         let framing = framing(&resp, &session.req).map_err(|e| failed(e.into_up()))?;
