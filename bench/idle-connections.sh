@@ -14,6 +14,7 @@
 # 1.3 with HTTP/1.1 (NGINX and HAProxy then run configurations of their own, below). Build Switchyard
 # first (cargo build --release). Loopback only; bounded by CONNS, ROUNDS (default 1) and the
 # holder's 10 s.
+# With SWITCHYARD_HTTP1_PATH=switchyard, Switchyard runs on its own HTTP/1 path (proxy.http1_path).
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TLS=""
@@ -63,7 +64,7 @@ CFG
   SWITCHYARD_HEADER_CASE=lowercase switchyard_tls_config "$RUN/switchyard-tls.yaml" 18112 18192 health
   SWITCHYARD_CONFIG=$RUN/switchyard-tls.yaml
 else
-  SWITCHYARD_CONFIG=$HERE/bench/switchyard-bench-lowercase.yaml
+  SWITCHYARD_CONFIG=$(bench_config "$HERE/bench/switchyard-bench-lowercase.yaml")
 fi
 
 cat >"$RUN/haproxy.cfg" <<CFG

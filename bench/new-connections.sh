@@ -10,6 +10,7 @@
 # after it. Prints requests/s and the proxy's CPU µs per request (utime+stime of the process and
 # its children), per repetition and as medians. Loopback only; bounded by REPS (default 3) and
 # wrk's -d.
+# With SWITCHYARD_HTTP1_PATH=switchyard, Switchyard runs on its own HTTP/1 path (proxy.http1_path).
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DUR=8
@@ -25,8 +26,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || set -- "$HERE/target/release/switchyard"
 . "$HERE/bench/lib.sh"
-CONFIG=$HERE/bench/switchyard-bench-lowercase.yaml
 bench_init new-connections
+CONFIG=$(bench_config "$HERE/bench/switchyard-bench-lowercase.yaml")
 start_backends 0
 nginx_ka1024
 

@@ -10,6 +10,7 @@
 # its resident set (with children) is read before, 4 and 6 s into the load, and 2 s after it.
 # Build Switchyard first (cargo build --release). Loopback only; bounded by ROUNDS (default 1)
 # and wrk's -d.
+# With SWITCHYARD_HTTP1_PATH=switchyard, Switchyard runs on its own HTTP/1 path (proxy.http1_path).
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CONNS=${1:-500}
@@ -43,7 +44,7 @@ measure() {
 echo "| target | at rest kB | during the load kB | 2 s after kB | requests |"
 echo "|---|---|---|---|---|"
 for _ in $(seq "$ROUNDS"); do
-  measure switchyard-lowercase 18112 "$BIN" -c "$HERE/bench/switchyard-bench-lowercase.yaml"
+  measure switchyard-lowercase 18112 "$BIN" -c "$(bench_config "$HERE/bench/switchyard-bench-lowercase.yaml")"
   measure nginx-ka1024 18104 "${NGINX_KA1024[@]}"
   if [ -x "$FLOOR" ]; then
     measure floor-mt-timeouts 18122 "$FLOOR" --listen 127.0.0.1:18122 \
