@@ -85,6 +85,27 @@ fn unknown_strategy() {
 }
 
 #[test]
+fn http1_path_is_pingora_or_switchyard() {
+    let with = |v: &str| {
+        mutate(
+            "listeners:\n",
+            &format!("proxy:\n  http1_path: {v}\nlisteners:\n"),
+        )
+    };
+    assert_rejected(&with("own"), "proxy.http1_path", "unknown variant", 4);
+    let parsed = |v: &str| config::parse(&with(v), "t.yaml").expect("valid").proxy;
+    assert!(parsed("switchyard").own_http1_path);
+    assert!(!parsed("pingora").own_http1_path);
+    assert!(
+        !config::parse(VALID, "t.yaml")
+            .expect("valid")
+            .proxy
+            .own_http1_path,
+        "Pingora's loop by default"
+    );
+}
+
+#[test]
 fn header_case_is_preserve_or_lowercase() {
     let with = |v: &str| {
         mutate(

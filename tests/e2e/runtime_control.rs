@@ -121,6 +121,27 @@ async fn a_setting_fixed_at_start_is_reported_as_needing_an_upgrade() {
     assert_eq!(get(&client(None), &sy.url("/x")).await.status, 200);
 }
 
+/// Which HTTP/1 loop serves the listeners is fixed at start too: a reload names the change
+/// and the running loop keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_http1_path_is_reported_as_needing_an_upgrade() {
+    let a = backend("a", 0).await;
+    let body = single_group("  http1_path: switchyard\n", CHECKS, &backend_list(&[&a]));
+    let sy = Switchyard::start_controlled(&body).await;
+    let conf = current_config(&sy);
+    sy.rewrite_config(&conf.replace("http1_path: switchyard", "http1_path: pingora"));
+    let (status, answer) = sy.api("POST", "/reload", None, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["reloaded"]["not_applied"],
+        json!(["proxy.http1_path changed"]),
+        "{answer}"
+    );
+    assert_eq!(get(&client(None), &sy.url("/x")).await.status, 200);
+    let metrics = sy.metrics().await;
+    assert_eq!(metric_sum(&metrics, "lb_http1_handovers_total", &[]), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_file_changes_nothing_and_says_where() {
     let a = backend("a", 0).await;
