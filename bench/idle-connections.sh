@@ -14,7 +14,7 @@
 # 1.3 with HTTP/1.1 (NGINX and HAProxy then run configurations of their own, below). Build Switchyard
 # first (cargo build --release). Loopback only; bounded by CONNS, ROUNDS (default 1) and the
 # holder's 10 s.
-# With SWITCHYARD_HTTP1_PATH=switchyard, Switchyard runs on its own HTTP/1 path (proxy.http1_path).
+# Switchyard runs on its own HTTP/1 path (the default); with SWITCHYARD_HTTP1_PATH=pingora, on Pingora's loop.
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TLS=""

@@ -26,10 +26,10 @@
 #                             (tls_cert's files), admin on ADMIN, round robin over the three
 #                             backends; active health checks every second when HEALTH is `health`;
 #                             `proxy.header_case` from $SWITCHYARD_HEADER_CASE (default preserve),
-#                             `proxy.http1_path` from $SWITCHYARD_HTTP1_PATH (default pingora)
+#                             `proxy.http1_path` from $SWITCHYARD_HTTP1_PATH (default switchyard)
 #   bench_config FILE         FILE, or with $SWITCHYARD_HTTP1_PATH set a copy of it in $RUN with
 #                             `proxy.http1_path` set to it (the scripts' default configs, on
-#                             either HTTP/1 path); prints the file to use
+#                             either HTTP/1 path: `pingora` for Pingora's loop); prints the file
 export PATH="$PATH:/usr/sbin:/sbin"
 
 bench_init() {
@@ -146,7 +146,7 @@ proxy:
   access_log: false
   via: ""
   header_case: ${SWITCHYARD_HEADER_CASE:-preserve}
-  http1_path: ${SWITCHYARD_HTTP1_PATH:-pingora}
+  http1_path: ${SWITCHYARD_HTTP1_PATH:-switchyard}
 target_groups:
   - name: bench
     strategy: round_robin
@@ -167,7 +167,7 @@ bench_config() {
   fi
   local copy
   copy="$RUN/$(basename "$1" .yaml)-http1-$SWITCHYARD_HTTP1_PATH.yaml"
-  sed "s/^proxy:\$/proxy:\n  http1_path: $SWITCHYARD_HTTP1_PATH/" "$1" >"$copy"
+  sed -e "/^  http1_path: /d" -e "s/^proxy:\$/proxy:\n  http1_path: $SWITCHYARD_HTTP1_PATH/" "$1" >"$copy"
   grep -q "^  http1_path: " "$copy" || { echo "bench_config: no proxy: section in $1" >&2; return 1; }
   echo "$copy"
 }

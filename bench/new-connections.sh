@@ -10,7 +10,7 @@
 # after it. Prints requests/s and the proxy's CPU µs per request (utime+stime of the process and
 # its children), per repetition and as medians. Loopback only; bounded by REPS (default 3) and
 # wrk's -d.
-# With SWITCHYARD_HTTP1_PATH=switchyard, Switchyard runs on its own HTTP/1 path (proxy.http1_path).
+# Switchyard runs on its own HTTP/1 path (the default); with SWITCHYARD_HTTP1_PATH=pingora, on Pingora's loop.
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DUR=8

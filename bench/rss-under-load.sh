@@ -10,7 +10,7 @@
 # its resident set (with children) is read before, 4 and 6 s into the load, and 2 s after it.
 # Build Switchyard first (cargo build --release). Loopback only; bounded by ROUNDS (default 1)
 # and wrk's -d.
-# With SWITCHYARD_HTTP1_PATH=switchyard, Switchyard runs on its own HTTP/1 path (proxy.http1_path).
+# Switchyard runs on its own HTTP/1 path (the default); with SWITCHYARD_HTTP1_PATH=pingora, on Pingora's loop.
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CONNS=${1:-500}

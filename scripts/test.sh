@@ -64,12 +64,13 @@ fi
 
 # Only on a whole-suite run (no filter given):
 if [ $# -eq 0 ]; then
-  # The end-to-end tests once more, every Switchyard started with `proxy.http1_path:
-  # switchyard` (Switchyard's own HTTP/1 path): both loops must behave alike.
+  # The end-to-end tests once more, every Switchyard started with `proxy.http1_path: pingora`
+  # (Pingora's HTTP/1 loop, the fallback to Switchyard's own path): both loops must behave
+  # alike.
   if cargo nextest --version >/dev/null 2>&1; then
-    SWITCHYARD_E2E_HTTP1_PATH=switchyard cargo nextest run --workspace --no-fail-fast --test e2e
+    SWITCHYARD_E2E_HTTP1_PATH=pingora cargo nextest run --workspace --no-fail-fast --test e2e
   else
-    SWITCHYARD_E2E_HTTP1_PATH=switchyard cargo test --workspace --no-fail-fast --test e2e
+    SWITCHYARD_E2E_HTTP1_PATH=pingora cargo test --workspace --no-fail-fast --test e2e
   fi
   # The vendored Pingora crates' own unit tests, those of their patches among them
   # (vendor/README.md), on a copy that is a workspace of its own.

@@ -156,11 +156,11 @@ pub struct ProxyFile {
     /// `Content-Type`, `Date`, `Server`, `Set-Cookie`, …), which saves a second header map
     /// per request and per response. Fixed at start.
     pub header_case: Option<HeaderCaseFile>,
-    /// Which code serves HTTP/1.x requests: `pingora` (default), Pingora's HTTP/1 proxy loop;
-    /// or `switchyard`, Switchyard's own leaner loop for a strict subset of HTTP/1.1 (no body
-    /// or a small one framed by `Content-Length`, to target groups that speak HTTP/1), which
-    /// hands any other request, and the rest of its connection, to Pingora's loop. Fixed at
-    /// start.
+    /// Which code serves HTTP/1.x requests: `switchyard` (default), Switchyard's own lean loop
+    /// for a strict subset of HTTP/1.1 (no body or a small one framed by `Content-Length`, to
+    /// target groups that speak HTTP/1), which hands any other request, and the rest of its
+    /// connection, to Pingora's loop; or `pingora`, Pingora's HTTP/1 proxy loop for every
+    /// request. Fixed at start.
     pub http1_path: Option<Http1PathFile>,
     /// Value of the `Via` header added upstream and downstream (default `switchyard`;
     /// empty string disables it).

@@ -66,7 +66,7 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// Keep HTTP/1.x header names' case as written (`header_case: preserve`).
     pub preserve_header_case: bool,
-    /// Serve HTTP/1.1 requests in Switchyard's own loop (`http1_path: switchyard`).
+    /// Serve HTTP/1.1 requests in Switchyard's own loop (`http1_path: switchyard`, the default).
     pub own_http1_path: bool,
     pub via: Option<String>,
     pub max_header_bytes: usize,

@@ -97,11 +97,11 @@ fn http1_path_is_pingora_or_switchyard() {
     assert!(parsed("switchyard").own_http1_path);
     assert!(!parsed("pingora").own_http1_path);
     assert!(
-        !config::parse(VALID, "t.yaml")
+        config::parse(VALID, "t.yaml")
             .expect("valid")
             .proxy
             .own_http1_path,
-        "Pingora's loop by default"
+        "Switchyard's own path by default"
     );
 }
 

@@ -23,7 +23,7 @@ pub(super) fn validate(c: &mut Checker, p: &ProxyFile) -> ProxySettings {
         h2c: p.h2c,
         access_log: p.access_log.unwrap_or(true),
         preserve_header_case: p.header_case != Some(HeaderCaseFile::Lowercase),
-        own_http1_path: p.http1_path == Some(Http1PathFile::Switchyard),
+        own_http1_path: p.http1_path != Some(Http1PathFile::Pingora),
         via: match p.via.as_deref() {
             None => Some("switchyard".to_string()),
             Some("") => None,

@@ -180,7 +180,7 @@ pub fn check_config(yaml: &str) -> Output {
 }
 
 /// `yaml` with `proxy.http1_path` set to `$SWITCHYARD_E2E_HTTP1_PATH` when that is set (the
-/// suite's second run, on Switchyard's own HTTP/1 path), unless the test sets it itself.
+/// suite's second run, on Pingora's HTTP/1 loop), unless the test sets it itself.
 pub fn with_http1_path(yaml: &str) -> String {
     match std::env::var("SWITCHYARD_E2E_HTTP1_PATH") {
         Ok(path) if !path.is_empty() && !yaml.contains("http1_path:") => {
