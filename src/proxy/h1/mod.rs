@@ -15,6 +15,7 @@ mod parse;
 mod session;
 mod upstream;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,7 +23,7 @@ use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::{Peek, Shutdown};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
-use pingora_error::{Error, ErrorType};
+use pingora_error::{Error, ErrorType, OrErr};
 use pingora_proxy::ProxyHttp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -183,24 +184,14 @@ impl Http1Path {
             if session.read.is_empty() {
                 session.read.reserve(READ_SIZE.min(len - body.len()));
                 let read = session.stream.read_buf(session.read);
-                let read = tokio::time::timeout(session.read_timeout, read);
-                match read.await {
-                    Err(_) => {
-                        return Err(
-                            Error::explain(ErrorType::ReadTimedout, "request body").into_down()
-                        )
-                    }
-                    Ok(Err(e)) => {
-                        return Err(
-                            Error::because(ErrorType::ReadError, "request body", e).into_down()
-                        )
-                    }
-                    Ok(Ok(0)) => {
-                        return Err(
-                            Error::explain(ErrorType::ConnectionClosed, "request body").into_down()
-                        )
-                    }
-                    Ok(Ok(_)) => {}
+                let limit = Some(session.read_timeout);
+                let what = "reading the request body";
+                let n = timed(limit, ErrorType::ReadTimedout, what, read)
+                    .await
+                    .and_then(|r| r.or_err(ErrorType::ReadError, what))
+                    .map_err(|e| e.into_down())?;
+                if n == 0 {
+                    return Err(Error::explain(ErrorType::ConnectionClosed, what).into_down());
                 }
             }
             let take = session.read.len().min(len - body.len());
@@ -237,6 +228,21 @@ impl Http1Path {
                 return Some(e);
             }
         }
+    }
+}
+
+/// Await `io` within `limit`, if any; past it, an error of type `on_timeout` about `what`.
+async fn timed<T>(
+    limit: Option<Duration>,
+    on_timeout: ErrorType,
+    what: &'static str,
+    io: impl Future<Output = T>,
+) -> pingora_error::Result<T> {
+    match limit {
+        None => Ok(io.await),
+        Some(limit) => tokio::time::timeout(limit, io)
+            .await
+            .or_err(on_timeout, what),
     }
 }
 

@@ -142,7 +142,7 @@ fn check_fields(fields: &[httparse::Header<'_>], base: usize, max_body: u64) -> 
             hosts += 1;
         } else if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
             lengths += 1;
-            out.body_len = digits(f.value)?;
+            out.body_len = content_length(f.value)?;
         } else if name.eq_ignore_ascii_case(b"connection") {
             if out.connection.is_some() {
                 return None;
@@ -162,9 +162,10 @@ fn check_fields(fields: &[httparse::Header<'_>], base: usize, max_body: u64) -> 
     (hosts == 1 && lengths <= 1 && out.body_len <= max_body).then_some(out)
 }
 
-/// A `Content-Length` of digits only (no sign, no list, no spaces).
-fn digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+/// A `Content-Length` of digits only (no sign, no list, no spaces) that fits a `u64`; read the
+/// same way in request and response heads.
+pub(super) fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()

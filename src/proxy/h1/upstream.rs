@@ -1,6 +1,5 @@
 //! One attempt at a backend on the own HTTP/1 path: the request out, the response back.
 
-use std::future::Future;
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::Chunked;
 use super::session::OwnSession;
+use super::timed;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::downstream::Downstream;
 use crate::proxy::Switchyard;
@@ -68,10 +68,9 @@ pub async fn attempt(
         .await
         .map_err(|e| failed(e.into_up()))?;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let limit = peer.options.read_timeout;
     let reusable = loop {
-        let limit = peer.options.read_timeout;
-        let discard_case = proxy.discard_header_case;
-        let head = read_response_head(&mut up, &mut buf, limit, discard_case);
+        let head = read_response_head(&mut up, &mut buf, limit, proxy.discard_header_case);
         let mut resp = tokio::select! {
             head = head => head.map_err(|e| failed(e.into_up()))?,
             gone = session.client_left() => return Err(failed(gone)),
@@ -102,15 +101,9 @@ pub async fn attempt(
         if informational {
             continue;
         }
-        forward_body(
-            session,
-            &mut up,
-            &mut buf,
-            framing,
-            peer.options.read_timeout,
-        )
-        .await
-        .map_err(failed)?;
+        forward_body(session, &mut up, &mut buf, framing, limit)
+            .await
+            .map_err(failed)?;
         break !backend_closes && framing != Framing::Close && buf.is_empty();
     };
     if reusable {
@@ -144,23 +137,15 @@ async fn send_request(
         up.write_all_buf(&mut out).await?;
         up.flush().await
     };
-    timed(peer.options.write_timeout, ErrorType::WriteTimedout, write)
-        .await?
-        .or_err(ErrorType::WriteError, "sending the request to the backend")
-}
-
-/// Await `io` within `limit`, if any.
-async fn timed<T>(
-    limit: Option<Duration>,
-    on_timeout: ErrorType,
-    io: impl Future<Output = T>,
-) -> pingora_error::Result<T> {
-    match limit {
-        None => Ok(io.await),
-        Some(limit) => tokio::time::timeout(limit, io)
-            .await
-            .or_err(on_timeout, "waiting for the backend"),
-    }
+    let to_backend = "writing to the backend";
+    timed(
+        peer.options.write_timeout,
+        ErrorType::WriteTimedout,
+        to_backend,
+        write,
+    )
+    .await?
+    .or_err(ErrorType::WriteError, "sending the request to the backend")
 }
 
 /// Read from the backend into `buf`; 0 at its end.
@@ -170,9 +155,15 @@ async fn read_more(
     limit: Option<Duration>,
 ) -> pingora_error::Result<usize> {
     buf.reserve(READ_SIZE);
-    timed(limit, ErrorType::ReadTimedout, up.read_buf(buf))
-        .await?
-        .or_err(ErrorType::ReadError, "reading from the backend")
+    let from_backend = "reading from the backend";
+    timed(
+        limit,
+        ErrorType::ReadTimedout,
+        from_backend,
+        up.read_buf(buf),
+    )
+    .await?
+    .or_err(ErrorType::ReadError, "reading from the backend")
 }
 
 /// Read and parse the next response head; its bytes leave `buf`.
@@ -284,11 +275,7 @@ fn framing(
     if lengths.any(|other| other != first) {
         return Error::e_explain(ErrorType::InvalidHTTPHeader, "conflicting content-length");
     }
-    let len = first
-        .to_str()
-        .ok()
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse().ok())
+    let len = super::parse::content_length(first.as_bytes())
         .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "invalid content-length"))?;
     Ok(if len == 0 {
         Framing::None
