@@ -84,14 +84,17 @@ fn unknown_strategy() {
     assert_rejected(&yaml, "target_groups[0].strategy", "unknown variant", 7);
 }
 
+/// The valid configuration with `proxy.<key>: <value>`, on line 4.
+fn with_proxy_setting(key: &str, value: &str) -> String {
+    mutate(
+        "listeners:\n",
+        &format!("proxy:\n  {key}: {value}\nlisteners:\n"),
+    )
+}
+
 #[test]
 fn http1_path_is_pingora_or_switchyard() {
-    let with = |v: &str| {
-        mutate(
-            "listeners:\n",
-            &format!("proxy:\n  http1_path: {v}\nlisteners:\n"),
-        )
-    };
+    let with = |v: &str| with_proxy_setting("http1_path", v);
     assert_rejected(&with("own"), "proxy.http1_path", "unknown variant", 4);
     let parsed = |v: &str| config::parse(&with(v), "t.yaml").expect("valid").proxy;
     assert!(parsed("switchyard").own_http1_path);
@@ -107,12 +110,7 @@ fn http1_path_is_pingora_or_switchyard() {
 
 #[test]
 fn header_case_is_preserve_or_lowercase() {
-    let with = |v: &str| {
-        mutate(
-            "listeners:\n",
-            &format!("proxy:\n  header_case: {v}\nlisteners:\n"),
-        )
-    };
+    let with = |v: &str| with_proxy_setting("header_case", v);
     assert_rejected(&with("title"), "proxy.header_case", "unknown variant", 4);
     let parsed = |v: &str| config::parse(&with(v), "t.yaml").expect("valid").proxy;
     assert!(!parsed("lowercase").preserve_header_case);
