@@ -224,7 +224,7 @@ async fn promtool_finds_no_problem_in_a_real_scrape() {
 async fn status_api_reports_backends_shares_and_routes() {
     let (sy, b) = cluster("").await;
     let _ = load(&sy.url("/cluster1"), 90, 3).await;
-    let st = sy.status().await;
+    let st = sy.status_settled().await;
     let g = &st["target_groups"][0];
     assert_eq!(g["name"], "cluster1");
     assert_eq!(g["strategy"], "round_robin");
@@ -266,7 +266,7 @@ async fn metrics_can_be_turned_off() {
         404
     );
     assert_eq!(
-        sy.status().await["target_groups"][0]["requests_last_minute"],
+        sy.status_settled().await["target_groups"][0]["requests_last_minute"],
         10
     );
 }

@@ -391,6 +391,20 @@ impl Switchyard {
             .unwrap()
     }
 
+    /// The status document once no backend has a request in flight, or after 5 s whatever
+    /// it says then. A request's outcome is recorded just after its last byte reached the
+    /// client, so a snapshot taken at once may still count the last request in flight.
+    pub async fn status_settled(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self.status().await;
+            if nothing_in_flight(&status) || Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Call the runtime API: `method` on `path` with an optional JSON body, with `token`
     /// as bearer token; returns the status and the JSON answer.
     pub async fn api(
@@ -678,6 +692,16 @@ impl Drop for ListeningProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether no backend of any target group in a status document has a request in flight.
+fn nothing_in_flight(status: &serde_json::Value) -> bool {
+    status["target_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["backends"].as_array().into_iter().flatten())
+        .all(|b| b["inflight"] == 0)
 }
 
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
