@@ -13,6 +13,7 @@
 mod chunked;
 mod parse;
 mod session;
+mod spelling;
 mod upstream;
 
 use std::future::Future;
@@ -134,9 +135,9 @@ impl Http1Path {
         buf: &mut BytesMut,
         shutting_down: bool,
     ) -> bool {
-        let mut session =
-            OwnSession::new(stream, buf, req.header, req.raw, req.close, shutting_down);
-        self.serve_request(&mut session, req.body_len).await
+        let body_len = req.body_len;
+        let mut session = OwnSession::new(stream, buf, req, shutting_down);
+        self.serve_request(&mut session, body_len).await
     }
 
     /// Serve one request; whether the connection stays open for the next.

@@ -14,6 +14,8 @@ use http::header::{CONTENT_LENGTH, HOST};
 use pingora_core::protocols::http::authority::validate_request_authority;
 use pingora_http::{IntoCaseHeaderName, RequestHeader};
 
+use super::spelling::Spellings;
+
 /// The most header fields in a head the own path takes.
 pub const MAX_FIELDS: usize = 64;
 
@@ -29,6 +31,8 @@ pub struct Request {
     pub body_len: u64,
     /// The client asked to close the connection after this response.
     pub close: bool,
+    /// The field names as the client spelt them (`header_case: preserve`).
+    pub spellings: Option<Spellings>,
 }
 
 /// What the start of a connection's buffer holds.
@@ -57,6 +61,7 @@ struct Fields {
 
 /// Parse the request head at the start of `buf`; take it out of `buf` when it is in the
 /// subset. Bodies longer than `max_body` are left to Pingora's loop, which streams them.
+/// Unless `discard_case`, the names' spellings are kept beside the head.
 pub fn request(buf: &mut BytesMut, max_body: u64, discard_case: bool) -> Parsed {
     // Left uninitialised: httparse writes the fields it finds (no 2 KB memset per request).
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
@@ -76,16 +81,16 @@ pub fn request(buf: &mut BytesMut, max_body: u64, discard_case: bool) -> Parsed 
     let Some(checked) = check_fields(req.headers, base, max_body) else {
         return Parsed::Outside;
     };
-    let Ok(mut header) = build(method, path.as_bytes(), req.headers.len(), discard_case) else {
+    let Ok(mut header) = build(method, path.as_bytes(), req.headers.len()) else {
         return Parsed::Outside;
     };
     let raw = buf.split_to(head_len).freeze();
-    for (i, (name, value)) in checked.ranges.into_iter().enumerate() {
+    for (i, (name, value)) in checked.ranges.iter().enumerate() {
         if Some(i) == checked.connection {
             continue;
         }
-        let name = raw.slice(name).into_case_header_name();
-        let Ok(value) = http::HeaderValue::from_maybe_shared(raw.slice(value)) else {
+        let name = raw.slice(name.clone()).into_case_header_name();
+        let Ok(value) = http::HeaderValue::from_maybe_shared(raw.slice(value.clone())) else {
             return Parsed::Invalid;
         };
         if header.append_header(name, value).is_err() {
@@ -97,26 +102,21 @@ pub fn request(buf: &mut BytesMut, max_body: u64, discard_case: bool) -> Parsed 
     if validate_request_authority(&header).is_err() {
         return Parsed::Invalid;
     }
+    let spellings = (!discard_case).then(|| Spellings::new(raw.clone(), checked.ranges));
     Parsed::Own(Request {
         header,
         raw,
         body_len: checked.body_len,
         close: checked.close,
+        spellings,
     })
 }
 
-fn build(
-    method: &str,
-    path: &[u8],
-    fields: usize,
-    discard_case: bool,
-) -> pingora_error::Result<RequestHeader> {
+/// An empty head without Pingora's second map of name spellings: the own path keeps them
+/// as [`Spellings`].
+fn build(method: &str, path: &[u8], fields: usize) -> pingora_error::Result<RequestHeader> {
     let hint = Some(fields + ADDED_FIELDS);
-    let mut header = if discard_case {
-        RequestHeader::build_no_case(method, path, hint)?
-    } else {
-        RequestHeader::build(method, path, hint)?
-    };
+    let mut header = RequestHeader::build_no_case(method, path, hint)?;
     header.set_version(http::Version::HTTP_11);
     Ok(header)
 }
@@ -313,7 +313,14 @@ mod tests {
             panic!("not taken")
         };
         let mut wire = BytesMut::new();
-        r.header.header_to_h1_wire(&mut wire);
+        r.spellings
+            .unwrap()
+            .write_fields(&r.header.headers, &mut wire);
         assert!(wire.windows(7).any(|w| w == b"X-MiXed"), "{wire:?}");
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: x\r\nX-MiXed: 1\r\n\r\n");
+        let Parsed::Own(r) = request(&mut buf, 0, true) else {
+            panic!("not taken")
+        };
+        assert!(r.spellings.is_none());
     }
 }

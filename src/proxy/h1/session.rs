@@ -11,6 +11,7 @@ use pingora_error::{Error, ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::spelling::Spellings;
 use crate::edge::slow_client::HeadDeadline;
 use crate::proxy::downstream::{Downstream, RawHead};
 
@@ -22,6 +23,11 @@ pub struct OwnSession<'a> {
     pub read: &'a mut BytesMut,
     pub req: RequestHeader,
     raw: Bytes,
+    /// The request's field names as the client spelt them (`header_case: preserve`).
+    pub spellings: Option<Spellings>,
+    /// The next response head's field names as the backend spelt them; taken when the head
+    /// is written (a response the proxy makes has none).
+    pub answer_spellings: Option<Spellings>,
     client_ip: Option<IpAddr>,
     tls: bool,
     shutting_down: bool,
@@ -42,9 +48,7 @@ impl<'a> OwnSession<'a> {
     pub fn new(
         stream: &'a mut HeadDeadline,
         read: &'a mut BytesMut,
-        req: RequestHeader,
-        raw: Bytes,
-        close: bool,
+        req: super::parse::Request,
         shutting_down: bool,
     ) -> Self {
         let client_ip = stream.client_ip();
@@ -52,13 +56,15 @@ impl<'a> OwnSession<'a> {
         Self {
             stream,
             read,
-            req,
-            raw,
+            req: req.header,
+            raw: req.raw,
+            spellings: req.spellings,
+            answer_spellings: None,
             client_ip,
             tls,
             shutting_down,
             status: None,
-            close,
+            close: req.close,
             read_timeout: Duration::from_secs(60),
             body: None,
             staged: BytesMut::new(),
@@ -104,10 +110,11 @@ impl<'a> OwnSession<'a> {
 }
 
 /// The head of `resp` as sent to the client, with `Date` and `Connection` as Pingora's
-/// HTTP/1 server sets them.
+/// HTTP/1 server sets them, and the names spelt as in `spellings` when given.
 fn serialize(
     resp: &mut ResponseHeader,
     close: bool,
+    spellings: Option<Spellings>,
     out: &mut BytesMut,
 ) -> pingora_error::Result<()> {
     if !resp.status.is_informational() {
@@ -122,7 +129,10 @@ fn serialize(
         out.extend_from_slice(reason.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    resp.header_to_h1_wire(out);
+    match spellings {
+        Some(spellings) if !resp.has_case() => spellings.write_fields(&resp.headers, out),
+        _ => resp.header_to_h1_wire(out),
+    }
     out.extend_from_slice(b"\r\n");
     Ok(())
 }
@@ -187,7 +197,8 @@ impl Downstream for OwnSession<'_> {
             ));
         }
         let informational = head.status.is_informational();
-        serialize(&mut head, self.close, &mut self.staged)?;
+        let spellings = self.answer_spellings.take();
+        serialize(&mut head, self.close, spellings, &mut self.staged)?;
         self.status = Some(head.status.as_u16());
         if end || informational {
             self.send(Bytes::new(), true).await?;

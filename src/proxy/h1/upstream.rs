@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::Chunked;
 use super::session::OwnSession;
+use super::spelling::Spellings;
 use super::timed;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::downstream::Downstream;
@@ -71,7 +72,7 @@ pub async fn attempt(
     let limit = peer.options.read_timeout;
     let reusable = loop {
         let head = read_response_head(&mut up, &mut buf, limit, proxy.discard_header_case);
-        let mut resp = tokio::select! {
+        let (mut resp, spellings) = tokio::select! {
             head = head => head.map_err(|e| failed(e.into_up()))?,
             gone = session.client_left() => return Err(failed(gone)),
         };
@@ -94,6 +95,7 @@ pub async fn attempt(
             .prepare_response(session, &mut resp, ctx)
             .map_err(&failed)?;
         let end = framing == Framing::None;
+        session.answer_spellings = spellings;
         session
             .write_response_header(Box::new(resp), end)
             .await
@@ -130,7 +132,7 @@ async fn send_request(
 ) -> pingora_error::Result<()> {
     let mut head = session.req.clone();
     Switchyard::prepare_upstream_request(session, &mut head, ctx)?;
-    let wire = http_req_header_to_wire(&head)
+    let wire = request_wire(&head, session.spellings.as_ref())
         .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "request head not sendable"))?;
     let mut out = bytes::Buf::chain(wire, session.body.clone().unwrap_or_default());
     let write = async {
@@ -146,6 +148,40 @@ async fn send_request(
     )
     .await?
     .or_err(ErrorType::WriteError, "sending the request to the backend")
+}
+
+/// The request head as sent to the backend: as Pingora's client writes it, with the names
+/// spelt as the client spelt them when `spellings` are kept. `None` when it is not sendable.
+fn request_wire(
+    head: &pingora_http::RequestHeader,
+    spellings: Option<&Spellings>,
+) -> Option<BytesMut> {
+    let Some(spellings) = spellings.filter(|_| !head.has_case()) else {
+        return http_req_header_to_wire(head);
+    };
+    let version: &[u8] = match head.version {
+        http::Version::HTTP_10 => b"HTTP/1.0",
+        http::Version::HTTP_11 => b"HTTP/1.1",
+        _ => return None,
+    };
+    let path = head.raw_path();
+    // The bytes Pingora's client refuses in a target (RFC 9112 3.2).
+    if path
+        .iter()
+        .any(|&b| matches!(b, b'\0' | b'\n' | b'\r' | b' '))
+    {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(version);
+    out.extend_from_slice(b"\r\n");
+    spellings.write_fields(&head.headers, &mut out);
+    out.extend_from_slice(b"\r\n");
+    Some(out)
 }
 
 /// Read from the backend into `buf`; 0 at its end.
@@ -172,11 +208,11 @@ async fn read_response_head(
     buf: &mut BytesMut,
     limit: Option<Duration>,
     discard_case: bool,
-) -> pingora_error::Result<ResponseHeader> {
+) -> pingora_error::Result<(ResponseHeader, Option<Spellings>)> {
     loop {
         if !buf.is_empty() {
-            if let Some(resp) = parse_response_head(buf, discard_case)? {
-                return Ok(resp);
+            if let Some(head) = parse_response_head(buf, discard_case)? {
+                return Ok(head);
             }
             if buf.len() > MAX_HEAD {
                 return Error::e_explain(ErrorType::InvalidHTTPHeader, "response head too large");
@@ -191,11 +227,12 @@ async fn read_response_head(
     }
 }
 
-/// The response head at the start of `buf`, taken out of it; `None` when incomplete.
+/// The response head at the start of `buf`, taken out of it, with its names' spellings
+/// unless `discard_case`; `None` when incomplete.
 fn parse_response_head(
     buf: &mut BytesMut,
     discard_case: bool,
-) -> pingora_error::Result<Option<ResponseHeader>> {
+) -> pingora_error::Result<Option<(ResponseHeader, Option<Spellings>)>> {
     // Left uninitialised: httparse writes the fields it finds (no 4 KB memset per response).
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut []);
@@ -226,23 +263,21 @@ fn parse_response_head(
         .collect();
     let head = buf.split_to(len).freeze();
     let hint = Some(ranges.len() + 8);
-    let mut header = if discard_case {
-        ResponseHeader::build_no_case(code, hint)?
-    } else {
-        ResponseHeader::build(code, hint)?
-    };
+    // Without Pingora's second map of spellings: they are kept as `Spellings`.
+    let mut header = ResponseHeader::build_no_case(code, hint)?;
     header.set_version(version);
     if let Some(reason) = reason {
         if header.status.canonical_reason() != Some(reason.as_str()) {
             header.set_reason_phrase(Some(&reason))?;
         }
     }
-    for (name, value) in ranges {
-        let value = http::HeaderValue::from_maybe_shared(head.slice(value))
+    for (name, value) in &ranges {
+        let value = http::HeaderValue::from_maybe_shared(head.slice(value.clone()))
             .or_err(ErrorType::InvalidHTTPHeader, "response field value")?;
-        header.append_header(head.slice(name).into_case_header_name(), value)?;
+        header.append_header(head.slice(name.clone()).into_case_header_name(), value)?;
     }
-    Ok(Some(header))
+    let spellings = (!discard_case).then(|| Spellings::new(head, ranges));
+    Ok(Some((header, spellings)))
 }
 
 /// How the body of `resp` to `req` is framed (RFC 9112 6.3).
@@ -349,6 +384,7 @@ mod tests {
         parse_response_head(&mut BytesMut::from(text), false)
             .unwrap()
             .unwrap()
+            .0
     }
 
     fn get() -> pingora_http::RequestHeader {
@@ -394,9 +430,30 @@ mod tests {
     }
 
     #[test]
+    fn a_request_head_is_sent_with_the_clients_spellings() {
+        let mut buf = BytesMut::from("GET /a?b HTTP/1.1\r\nHost: x\r\nX-MiXed: 1\r\n\r\n");
+        let super::super::parse::Parsed::Own(r) = super::super::parse::request(&mut buf, 0, false)
+        else {
+            panic!("not taken")
+        };
+        let mut req = r.header;
+        req.insert_header("via", "1.1 s").unwrap();
+        let wire = request_wire(&req, r.spellings.as_ref()).unwrap();
+        assert_eq!(
+            &wire[..],
+            b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-MiXed: 1\r\nvia: 1.1 s\r\n\r\n"
+        );
+        let lowercase = request_wire(&req, None).unwrap();
+        assert!(
+            lowercase.windows(9).any(|w| w == b"x-mixed: "),
+            "{lowercase:?}"
+        );
+    }
+
+    #[test]
     fn a_response_head_keeps_its_reason_and_leaves_the_body_in_the_buffer() {
         let mut buf = BytesMut::from("HTTP/1.1 200 Fine\r\nX-A: 1\r\n\r\nbody");
-        let resp = parse_response_head(&mut buf, false).unwrap().unwrap();
+        let (resp, _) = parse_response_head(&mut buf, false).unwrap().unwrap();
         assert_eq!(resp.get_reason_phrase(), Some("Fine"));
         assert_eq!(resp.headers["x-a"], "1");
         assert_eq!(&buf[..], b"body");
