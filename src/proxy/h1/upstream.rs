@@ -114,12 +114,14 @@ pub async fn attempt(
     Ok(())
 }
 
-/// Whether the backend said it closes the connection after this response.
+/// Whether the backend said it closes the connection after this response: a `close` among
+/// the `Connection` options (a list, as in `Connection: close, x-trace`), or HTTP/1.0.
 fn wants_close(resp: &ResponseHeader) -> bool {
     resp.headers
         .get_all(CONNECTION)
         .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
         || resp.version == http::Version::HTTP_10
 }
 
@@ -185,7 +187,7 @@ fn request_wire(
 }
 
 /// Read from the backend into `buf`; 0 at its end.
-async fn read_more(
+async fn read_backend(
     up: &mut Stream,
     buf: &mut BytesMut,
     limit: Option<Duration>,
@@ -218,7 +220,7 @@ async fn read_response_head(
                 return Error::e_explain(ErrorType::InvalidHTTPHeader, "response head too large");
             }
         }
-        if read_more(up, buf, limit).await? == 0 {
+        if read_backend(up, buf, limit).await? == 0 {
             return Error::e_explain(
                 ErrorType::ConnectionClosed,
                 "the backend closed the connection before answering",
@@ -334,7 +336,12 @@ async fn forward_body(
     };
     let mut chunked = (framing == Framing::Chunked).then(Chunked::default);
     loop {
-        if buf.is_empty() && read_more(up, buf, limit).await.map_err(|e| e.into_up())? == 0 {
+        if buf.is_empty()
+            && read_backend(up, buf, limit)
+                .await
+                .map_err(|e| e.into_up())?
+                == 0
+        {
             if framing == Framing::Close {
                 return session
                     .send(Bytes::from_static(b"0\r\n\r\n"), true)
@@ -427,6 +434,23 @@ mod tests {
             .ok(),
             Some(Framing::None)
         );
+    }
+
+    #[test]
+    fn close_among_the_connection_options_ends_the_backend_connection() {
+        let closes = |t: &str| wants_close(&head(t));
+        assert!(closes("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"));
+        assert!(closes(
+            "HTTP/1.1 200 OK\r\nConnection: x-trace, Close\r\n\r\n"
+        ));
+        assert!(closes(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(closes("HTTP/1.0 200 OK\r\n\r\n"));
+        assert!(!closes(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, closed\r\n\r\n"
+        ));
+        assert!(!closes("HTTP/1.1 200 OK\r\n\r\n"));
     }
 
     #[test]
