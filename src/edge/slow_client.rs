@@ -364,19 +364,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         }
         let plain = session.get_ssl_digest().is_none();
         let timeout = self.runtime.snapshot().config.proxy.client_header_timeout;
-        let session: Stream = match self.own.as_ref().filter(|_| !(plain && self.h2c)) {
-            Some(own) => {
-                let mut guarded = Box::new(HeadDeadline::new(session, timeout));
-                // Boxed, so a connection on Pingora's loop does not carry its state.
-                match Box::pin(own.serve(&mut guarded, shutdown)).await {
-                    Served::Closed => return None,
-                    Served::HandOver(read) => guarded.unread(read),
-                }
-                guarded
+        let mut guarded = Box::new(HeadDeadline::new(session, timeout));
+        if let Some(own) = self.own.as_ref().filter(|_| !(plain && self.h2c)) {
+            // Boxed, so a connection on Pingora's loop does not carry its state.
+            match Box::pin(own.serve(&mut guarded, shutdown)).await {
+                Served::Closed => return None,
+                Served::HandOver(read) => guarded.unread(read),
             }
-            None => Box::new(HeadDeadline::new(session, timeout)),
-        };
-        self.inner.process_new(session, shutdown).await
+        }
+        self.inner.process_new(guarded, shutdown).await
     }
 
     async fn cleanup(&self) {

@@ -130,8 +130,8 @@ fn serialize(
     }
     out.extend_from_slice(b"\r\n");
     match spellings {
-        Some(spellings) if !resp.has_case() => spellings.write_fields(&resp.headers, out),
-        _ => resp.header_to_h1_wire(out),
+        Some(spellings) => spellings.write_fields(&resp.headers, out),
+        None => resp.header_to_h1_wire(out),
     }
     out.extend_from_slice(b"\r\n");
     Ok(())

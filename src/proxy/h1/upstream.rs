@@ -158,7 +158,7 @@ fn request_wire(
     head: &pingora_http::RequestHeader,
     spellings: Option<&Spellings>,
 ) -> Option<BytesMut> {
-    let Some(spellings) = spellings.filter(|_| !head.has_case()) else {
+    let Some(spellings) = spellings else {
         return http_req_header_to_wire(head);
     };
     let version: &[u8] = match head.version {
