@@ -519,13 +519,9 @@ async fn a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_cli
     s.write_all(b"GET /cgi-bin/stream.py HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let read_all = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
-    assert!(
-        read_all.is_ok(),
-        "the connection was not closed after the body"
-    );
-    let answer = String::from_utf8_lossy(&got).to_string();
+    let answer = read_until_close(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the connection was not closed after the body");
     let lower = answer.to_ascii_lowercase();
     assert!(!lower.contains("transfer-encoding"), "{answer}");
     assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");

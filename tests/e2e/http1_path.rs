@@ -174,10 +174,9 @@ async fn chunked_and_close_delimited_answers_reach_the_client_whole_on_the_own_p
     s.write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
-    assert!(read.is_ok(), "the connection closes");
-    let text = String::from_utf8_lossy(&got);
+    let text = read_until_close(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the connection closes");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("only this"), "{text}");
     let metrics = sy.metrics().await;

@@ -551,6 +551,18 @@ pub async fn read_responses(s: &mut tokio::net::TcpStream, count: usize) -> Vec<
     answers
 }
 
+/// Everything that arrives on `s` until the proxy closes the connection; `None` when it is
+/// still open after `limit`.
+pub async fn read_until_close(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    // A reset ends the connection as a close does: only the time limit says it stayed open.
+    let _ended = tokio::time::timeout(limit, s.read_to_end(&mut got))
+        .await
+        .ok()?;
+    Some(String::from_utf8_lossy(&got).to_string())
+}
+
 /// Length of the first complete response in `bytes` (head and `content-length` body).
 fn complete_response_len(bytes: &[u8]) -> Option<usize> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
