@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A whole-suite run builds about 3 GB into target/ (the workspace's tests and the vendored
+# crates' tests, sharing their dependencies) besides Cargo's registry; a full disk shows up as
+# a linker or assembler error, so say up front how much there is.
+echo "disk free for target/: $(df -Pm . | awk 'NR == 2 { print $4 }') MB"
+
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 
