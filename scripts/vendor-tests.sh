@@ -65,6 +65,11 @@ mkdir -p "$DIR/crates"
 for crate in "${CRATES[@]}"; do
   cp -r "vendor/$crate" "$DIR/crates/$crate"
 done
+# pingora-core's dev-dependency on jemalloc serves only tests of Pingora's repository that the
+# published crate leaves out (no file of the crate names it), yet it would build jemalloc's C
+# sources (about 360 MB of disk) for nothing.
+sed -i '/^\[target\."cfg(unix)"\.dev-dependencies\.jemallocator\]$/,/^$/d' \
+  "$DIR/crates/pingora-core/Cargo.toml"
 {
   echo '[workspace]'
   printf 'members = [%s]\n' "$(printf '"%s", ' "${CRATES[@]}" | sed 's/, $//')"
