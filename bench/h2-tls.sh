@@ -36,33 +36,7 @@ tls_cert
 start_backends 0
 
 mkdir -p "$RUN/proxy"
-cat >"$RUN/proxy/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/proxy/nginx.pid;
-error_log $RUN/proxy/nginx.log warn;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  upstream backends {
-    server 127.0.0.1:18001; server 127.0.0.1:18002; server 127.0.0.1:18003;
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:18401 ssl http2;
-    ssl_certificate $RUN/cert.pem;
-    ssl_certificate_key $RUN/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    keepalive_requests 100000000;
-    http2_max_requests 100000000;
-    location / {
-      proxy_pass http://backends;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
+nginx_h2_tls_config "$RUN/proxy" 18401
 taskset -c 1 nginx -e "$RUN/proxy/nginx.log" -p "$RUN/proxy/" -c "$RUN/proxy/nginx.conf" &
 NGINX_PID=$!
 PIDS+=($NGINX_PID)

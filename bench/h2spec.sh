@@ -9,8 +9,9 @@
 #  2. Switchyard, plain listener with `proxy.h2c: true` (HTTP/2 by prior knowledge, HTTP/1.1
 #     otherwise);
 #  3. NGINX, `listen … ssl http2`.
-# Prints each target's summary line, and Switchyard's failed cases, and keeps h2spec's whole reports in OUT_DIR (default: a
-# scratch directory removed at exit). Exits non-zero when a Switchyard TLS case fails.
+# Prints each target's summary line and Switchyard's failed cases, and keeps h2spec's whole
+# reports in OUT_DIR (default: a scratch directory removed at exit). Exits non-zero when a case
+# fails on Switchyard's TLS listener.
 #
 # h2spec is a Go program with no Debian package. It builds offline from its repository
 # (github.com/summerwind/h2spec) with Debian's Go and the Debian packages of its dependencies:
@@ -36,23 +37,7 @@ tls_cert
 start_backends 0
 
 mkdir -p "$RUN/proxy"
-cat >"$RUN/proxy/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/proxy/nginx.pid;
-error_log $RUN/proxy/nginx.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream backends { server 127.0.0.1:18001; server 127.0.0.1:18002; server 127.0.0.1:18003; }
-  server {
-    listen 127.0.0.1:18401 ssl http2;
-    ssl_certificate $RUN/cert.pem;
-    ssl_certificate_key $RUN/key.pem;
-    location / { proxy_pass http://backends; }
-  }
-}
-EOF
+nginx_h2_tls_config "$RUN/proxy" 18401
 start_proxy 18401 "$RUN/proxy/out.log" nginx -e "$RUN/proxy/nginx.log" -p "$RUN/proxy/" \
   -c "$RUN/proxy/nginx.conf"
 

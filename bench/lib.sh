@@ -21,6 +21,10 @@
 #                             for the admin listener)
 #   tls_cert                  a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1:
 #                             $RUN/cert.pem and $RUN/key.pem
+#   nginx_h2_tls_config DIR PORT
+#                             an NGINX proxy config in DIR/nginx.conf (its pid and log in DIR): one
+#                             worker, TLS 1.2/1.3 with tls_cert's files and HTTP/2 on PORT,
+#                             HTTP/1.1 with keep-alive (64) to the three backends
 #   switchyard_tls_config FILE PORT ADMIN [HEALTH]
 #                             a Switchyard config in FILE: one worker, a TLS listener on PORT
 #                             (tls_cert's files), admin on ADMIN, round robin over the three
@@ -117,6 +121,36 @@ tls_cert() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
     -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+}
+
+nginx_h2_tls_config() {
+  cat >"$1/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/nginx.log warn;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  upstream backends {
+    server 127.0.0.1:18001; server 127.0.0.1:18002; server 127.0.0.1:18003;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$2 ssl http2;
+    ssl_certificate $RUN/cert.pem;
+    ssl_certificate_key $RUN/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 100000000;
+    http2_max_requests 100000000;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
 }
 
 switchyard_tls_config() {
